@@ -1,0 +1,193 @@
+"""Structured-config schemas, so a misspelt key or a wrong type is rejected when Hydra composes the config.
+
+The top level, the trainer, the optimiser and the scheduler have hand-written dataclasses. The options of the
+groups that build objects (``data``, ``model``, ``neuron``, ``neuron/surrogate``, ``method``) get their schema
+*derived from the constructor* their yaml's ``_target_`` names, so the schema cannot drift from the code:
+``method.lamda=0.1`` fails with "Key 'lamda' not in 'TET'". Each such yaml starts with
+``defaults: [/schema/<group>/<option>@_here_, _self_]``; :func:`register_schemas` stores those entries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+CONF_DIR = Path(str(files("snnexp.conf")))
+
+# Groups whose options instantiate a class or factory, and the arguments snnexp passes at build time
+# (so they are not config keys).
+SCHEMA_GROUPS: dict[str, tuple[str, ...]] = {
+    "data": (),
+    "model": ("neuron", "input_shape", "num_classes", "T"),
+    "neuron": (),
+    "neuron/surrogate": (),
+    "method": (),
+}
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser: ``sgd``, ``adam`` or ``adamw``."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW only
+
+
+@dataclass
+class SchedulerConfig:
+    """Learning-rate schedule, stepped per epoch: ``cosine`` (to ``min_lr``), ``step``, ``none``; optional linear warm-up."""
+
+    name: str = "cosine"
+    warmup_epochs: int = 0
+    warmup_start_factor: float = 0.01
+    min_lr: float = 0.0
+    step_size: int = 30  # step only
+    gamma: float = 0.1  # step only
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation options."""
+
+    ckpt: str = "best"  # test with the "best" checkpoint (when checkpointing is on) or the "last" weights
+
+
+@dataclass
+class TrainerConfig:
+    """The Lightning ``Trainer`` arguments snnexp exposes (``Any`` where Lightning accepts several types)."""
+
+    _target_: str = "lightning.Trainer"
+    max_epochs: int = 10
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: Any = "32-true"
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 10
+    check_val_every_n_epoch: int = 1
+    num_sanity_val_steps: int = 0
+    fast_dev_run: Any = False
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    deterministic: Any = False
+    benchmark: Optional[bool] = None
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    default_root_dir: Optional[str] = None
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    data_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """The composed experiment. Group nodes are validated by their own schemas (see module docstring)."""
+
+    T: int = 4
+    seed: int = 0
+    resume: Optional[str] = None  # null, "auto" (the run dir's checkpoints/last.ckpt) or a checkpoint path
+    task_name: str = "train"
+    optimized_metric: str = "val/acc"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: Any = MISSING
+    model: Any = MISSING
+    neuron: Any = MISSING
+    method: Any = MISSING
+    logger: Any = None
+    callbacks: Any = None
+
+
+def _locate(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+_PLAIN = (int, float, bool, str)
+
+
+def _schema_type(annotation) -> Any:
+    """Map a constructor annotation to a type OmegaConf can check (``Any`` where it cannot)."""
+    if annotation in _PLAIN:
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and args[0] in _PLAIN and len(typing.get_args(annotation)) == 2:
+            return Optional[args[0]]
+    return Any
+
+
+@functools.lru_cache(maxsize=None)
+def schema_for(target: str, skip: tuple[str, ...] = (), partial: bool = False) -> type:
+    """A dataclass whose fields are the keyword arguments of ``target`` (minus ``skip``), with its defaults."""
+    obj = _locate(target)
+    init = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # annotations that cannot be evaluated: fall back to Any
+        hints = {}
+    fields: list[tuple] = [("_target_", str, field(default=target))]
+    if partial:
+        fields.append(("_partial_", bool, field(default=True)))
+    for name, param in inspect.signature(obj).parameters.items():
+        if name in skip or name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        kind = _schema_type(hints.get(name, Any))
+        default = param.default
+        if default is inspect.Parameter.empty:
+            spec = field(default=MISSING)
+        elif isinstance(default, (list, dict, tuple)):
+            spec = field(default_factory=functools.partial(_copy_default, default))
+            kind = Any
+        elif default is None or isinstance(default, _PLAIN):
+            spec = field(default=default)
+        else:  # an object default (e.g. a surrogate instance): configurable through a nested node
+            spec = field(default=None)
+            kind = Any
+        fields.append((name, kind, spec))
+    return dataclasses.make_dataclass(obj.__name__, fields)
+
+
+def _copy_default(value):
+    return list(value) if isinstance(value, tuple) else type(value)(value)
+
+
+def register_schemas() -> None:
+    """Store the top-level schema and one schema per option of the object-building groups."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, skip in SCHEMA_GROUPS.items():
+        for path in sorted((CONF_DIR / group).glob("*.yaml")):
+            node = yaml.safe_load(path.read_text()) or {}
+            target = node.get("_target_")
+            if target is None:
+                continue
+            schema = schema_for(target, skip, bool(node.get("_partial_", False)))
+            cs.store(group=f"schema/{group}", name=path.stem, node=schema)

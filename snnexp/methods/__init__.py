@@ -1,0 +1,8 @@
+"""Training methods: one paper, one file. Select with ``method=<name>`` (conf/method/<name>.yaml)."""
+
+from snnexp.methods.ann import ANN
+from snnexp.methods.base import Method
+from snnexp.methods.sdt import SDT
+from snnexp.methods.tet import TET
+
+__all__ = ["ANN", "Method", "SDT", "TET"]

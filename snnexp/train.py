@@ -1,0 +1,164 @@
+"""Build an experiment from a composed config, train it, test it and write ``summary.json``.
+
+``build(cfg)`` touches no dataset on disk, so tools and tests can inspect any composed experiment;
+``run(cfg)`` is what ``python -m snnexp`` calls and returns the metric a sweeper optimises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from snnexp.errors import IncompatibleError, SnnexpError
+from snnexp.lit import SNNModule
+from snnexp.loggers import finish_loggers
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig):
+    """Instantiate ``(datamodule, module)`` from the config; refuse combinations that cannot work."""
+    datamodule = instantiate(cfg.data)
+    neuron = instantiate(cfg.neuron)
+    model_name = _choice(cfg, "model")
+    try:
+        model = instantiate(cfg.model, neuron=neuron, input_shape=tuple(datamodule.input_shape),
+                            num_classes=datamodule.num_classes, T=cfg.T)
+    except (ValueError, RuntimeError) as err:
+        raise IncompatibleError(
+            f"model {model_name} cannot be built for data {_choice(cfg, 'data')} "
+            f"(input {tuple(datamodule.input_shape)}, {datamodule.num_classes} classes): {err}"
+        ) from err
+    if datamodule.time_steps is not None and datamodule.time_steps != cfg.T:
+        raise IncompatibleError(
+            f"data {_choice(cfg, 'data')} yields {datamodule.time_steps} time steps but T={cfg.T}; "
+            "set data.T to match (or leave it as ${T})"
+        )
+    if datamodule.time_steps is not None and getattr(cfg.model, "encoder", "direct") != "direct":
+        raise IncompatibleError(
+            f"model.encoder={cfg.model.encoder} codes static images into spikes, but data "
+            f"{_choice(cfg, 'data')} is already a spike sequence; use model.encoder=direct"
+        )
+    method = instantiate(cfg.method)
+    method.check(model, datamodule)
+    model = method.setup(model, datamodule)
+    module = SNNModule(model, method, datamodule.num_classes, cfg.optim, cfg.scheduler)
+    return datamodule, module
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    """The option chosen for ``group`` (e.g. ``resnet19``), or the target's name outside a Hydra run."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices[group]
+    except Exception:
+        node = cfg.get(group)
+        target = node.get("_target_", group) if isinstance(node, DictConfig) else group
+        return str(target).rsplit(".", 1)[-1]
+
+
+def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
+    """Which checkpoint to continue from; refuse to overwrite an earlier run's checkpoints silently."""
+    last = ckpt_dir / "last.ckpt"
+    if cfg.resume is None:
+        if last.exists():
+            raise SnnexpError(
+                f"{ckpt_dir} already holds checkpoints of an earlier run; pass resume=auto to continue it, "
+                "or choose another hydra.run.dir so nothing is overwritten"
+            )
+        return None
+    if cfg.resume == "auto":
+        return str(last) if last.exists() else None
+    path = Path(cfg.resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.exists():
+        raise SnnexpError(f"resume={cfg.resume}: no checkpoint at {path}")
+    return str(path)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Seed, build, fit, test, write ``summary.json``; returns ``cfg.optimized_metric`` for sweepers."""
+    start = time.time()
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule, module = build(cfg)
+    datamodule.prepare_data()  # a missing dataset stops here, before any training
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    ckpt_dir = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else out_dir / "checkpoints"
+    ckpt_path = _resume_path(cfg, ckpt_dir)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    summary = {"status": "running", "resumed_from": ckpt_path}
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        val = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        best = _best_checkpoint(trainer)
+        test_ckpt = best if (cfg.eval.ckpt == "best" and best) else None
+        tested = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
+        summary.update(status="completed", final_val=val, test=tested[0] if tested else {},
+                       tested_checkpoint=test_ckpt)
+    except SnnexpError as err:
+        summary.update(status="failed", error=str(err))
+        raise
+    finally:
+        summary.update(_describe(cfg, trainer, module, start))
+        _write_summary(out_dir / "summary.json", summary)
+        finish_loggers(loggers)
+    log.info("summary written to %s", out_dir / "summary.json")
+    metric = summary.get("best", {}).get("score") or summary["final_val"].get(cfg.optimized_metric)
+    return metric
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    cb = trainer.checkpoint_callback
+    return cb.best_model_path if cb is not None and cb.best_model_path else None
+
+
+def _number(value):
+    return value.item() if isinstance(value, torch.Tensor) else value
+
+
+def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: float) -> dict:
+    """Everything in summary.json besides the metrics: choices, sizes, best checkpoint, epochs, wall time."""
+    cb = trainer.checkpoint_callback
+    best = {}
+    if cb is not None and cb.best_model_score is not None:
+        best = {"metric": cb.monitor, "score": _number(cb.best_model_score), "checkpoint": cb.best_model_path}
+    rates = module.last_firing_rates
+    return {
+        "best": best,
+        "firing_rate": sum(rates.values()) / len(rates) if rates else None,
+        "firing_rates": rates,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "wall_time_s": round(time.time() - start, 2),
+        "num_parameters": sum(p.numel() for p in module.model.parameters()),
+        "config": {
+            **{g: _choice(cfg, g) for g in ("data", "model", "neuron", "method")},
+            "T": cfg.T,
+            "seed": cfg.seed,
+            "optim": OmegaConf.to_container(cfg.optim),
+            "max_epochs": cfg.trainer.max_epochs,
+            "batch_size": cfg.data.get("batch_size"),
+        },
+    }
+
+
+def _write_summary(path: Path, summary: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(path)
