@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,10 +32,11 @@ def build(cfg: DictConfig):
     try:
         model = instantiate(cfg.model, neuron=neuron, input_shape=tuple(datamodule.input_shape),
                             num_classes=datamodule.num_classes, T=cfg.T)
-    except (ValueError, RuntimeError) as err:
+    except InstantiationException as err:
+        cause = err.__cause__ or err
         raise IncompatibleError(
             f"model {model_name} cannot be built for data {_choice(cfg, 'data')} "
-            f"(input {tuple(datamodule.input_shape)}, {datamodule.num_classes} classes): {err}"
+            f"(input {tuple(datamodule.input_shape)}, {datamodule.num_classes} classes): {cause}"
         ) from err
     if datamodule.time_steps is not None and datamodule.time_steps != cfg.T:
         raise IncompatibleError(
@@ -88,6 +90,7 @@ def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
 def run(cfg: DictConfig) -> float | None:
     """Seed, build, fit, test, write ``summary.json``; returns ``cfg.optimized_metric`` for sweepers."""
     start = time.time()
+    _refuse_ddp_in_multirun(cfg)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -119,8 +122,27 @@ def run(cfg: DictConfig) -> float | None:
         _write_summary(out_dir / "summary.json", summary)
         finish_loggers(loggers)
     log.info("summary written to %s", out_dir / "summary.json")
-    metric = summary.get("best", {}).get("score") or summary["final_val"].get(cfg.optimized_metric)
-    return metric
+    if summary["best"]:
+        return summary["best"]["score"]
+    return summary["final_val"].get(cfg.optimized_metric)
+
+
+def _refuse_ddp_in_multirun(cfg: DictConfig) -> None:
+    """Lightning's DDP re-executes ``sys.argv`` on ranks > 0; under ``-m`` that would re-run the whole sweep."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # no Hydra run (library use)
+        return
+    strategy = str(cfg.trainer.get("strategy", ""))
+    if multirun and strategy.startswith("ddp") and "spawn" not in strategy:
+        raise SnnexpError(
+            f"trainer.strategy={strategy} cannot run under -m (multirun): DDP re-executes the command on every "
+            "rank, which would re-run the whole sweep. Launch one job per sweep point instead "
+            "(a SLURM launcher such as hydra/launcher=submitit_slurm, or a shell loop over single runs)."
+        )
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
