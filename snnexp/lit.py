@@ -82,9 +82,9 @@ class SNNModule(L.LightningModule):
                 "Try a lower optim.lr or gradient clipping (trainer.gradient_clip_val=1.0)."
             )
         batch_size = batch[1].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size)
         for name, value in logs.items():
-            self.log(f"train/{name}", value, batch_size=batch_size)
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
     # ---- evaluation -----------------------------------------------------------------------------------

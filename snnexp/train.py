@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -87,6 +88,16 @@ def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
     return str(path)
 
 
+def _keep_previous_metrics(out_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; on resume, move it aside as metrics.partN.csv."""
+    metrics = out_dir / "metrics.csv"
+    if metrics.exists():
+        n = 1
+        while (out_dir / f"metrics.part{n}.csv").exists():
+            n += 1
+        metrics.rename(out_dir / f"metrics.part{n}.csv")
+
+
 def run(cfg: DictConfig) -> float | None:
     """Seed, build, fit, test, write ``summary.json``; returns ``cfg.optimized_metric`` for sweepers."""
     start = time.time()
@@ -98,12 +109,14 @@ def run(cfg: DictConfig) -> float | None:
     datamodule, module = build(cfg)
     datamodule.prepare_data()  # a missing dataset stops here, before any training
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    ckpt_dirs = [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    ckpt_path = _resume_path(cfg, ckpt_dirs[0] if ckpt_dirs else out_dir / "checkpoints")
+    if ckpt_path is not None:
+        _keep_previous_metrics(out_dir)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    ckpt_dir = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else out_dir / "checkpoints"
-    ckpt_path = _resume_path(cfg, ckpt_dir)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams(_hparams(cfg))
 
     summary = {"status": "running", "resumed_from": ckpt_path}
     try:
@@ -143,6 +156,12 @@ def _refuse_ddp_in_multirun(cfg: DictConfig) -> None:
             "rank, which would re-run the whole sweep. Launch one job per sweep point instead "
             "(a SLURM launcher such as hydra/launcher=submitit_slurm, or a shell loop over single runs)."
         )
+
+
+def _hparams(cfg: DictConfig) -> dict:
+    """The resolved experiment config for the loggers (Hydra's own node left out)."""
+    return {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+            for key in cfg if key != "hydra"}
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:

@@ -1,0 +1,132 @@
+"""End-to-end runs: files written and read back, resume, refusal to overwrite, NaN stop, loggers, multirun."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_config, run_cli
+from snnexp.errors import NonFiniteLossError, SnnexpError
+from snnexp.methods.sdt import SDT
+from snnexp.train import build, run
+
+SHORT = ["debug=short", "trainer.limit_train_batches=3", "trainer.max_epochs=2"]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_run_writes_config_metrics_checkpoints_and_summary(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(*SHORT, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["config"] == {**summary["config"], "data": "digits", "model": "convnet", "neuron": "lif",
+                                 "method": "sdt", "T": 4, "seed": 0}
+    assert summary["epochs"] == 2
+    assert 0.0 <= summary["test"]["test/acc"] <= 1.0 and "test/acc5" in summary["test"]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert summary["num_parameters"] == 29_162  # convnet on 1x8x8, see test_models
+    assert summary["num_parameters"] == sum(t.numel() for k, t in state.items() if "running" not in k
+                                            and "num_batches" not in k)
+    assert set(summary["firing_rates"]) == {"conv1.1", "conv2.1"}
+    assert all(0.0 <= r <= 1.0 for r in summary["firing_rates"].values())
+    rows = _read_csv(run_dir / "metrics.csv")
+    val_rows = [r for r in rows if r.get("val/acc")]
+    assert len(val_rows) == 2 and float(val_rows[-1]["val/acc"]) == pytest.approx(summary["final_val"]["val/acc"])
+    assert any(r.get("train/loss") for r in rows)
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / ".hydra" / "config.yaml").read_text().count("snnexp.methods.sdt.SDT") == 1
+
+
+def test_resume_auto_continues_and_nothing_is_overwritten(tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_cli(*SHORT[:-1], "trainer.max_epochs=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpt_before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+
+    again = run_cli(*SHORT, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 1
+    assert "resume=auto" in again.stderr and "Traceback" not in again.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == ckpt_before
+
+    resumed = run_cli(*SHORT, "resume=auto", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("last.ckpt") and summary["epochs"] == 2
+    # 3 batches per epoch: the first attempt made 3 optimiser steps, the continuation 3 more
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    assert summary["global_step"] == 6
+    # the first attempt's metrics are kept beside the continuation's
+    assert len([r for r in _read_csv(run_dir / "metrics.part1.csv") if r.get("val/acc")]) == 1
+    assert len([r for r in _read_csv(run_dir / "metrics.csv") if r.get("val/acc")]) == 1
+
+
+class NaNAfterFirstEpoch(SDT):
+    """SDT whose loss becomes NaN from the second epoch on."""
+
+    def training_step(self, module, batch):
+        loss, logs = super().training_step(module, batch)
+        return (loss * float("nan") if module.current_epoch >= 1 else loss), logs
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = compose_config([*SHORT, "trainer.max_epochs=3", f"method._target_={__name__}.NaNAfterFirstEpoch"],
+                         tmp_path / "run")
+    with pytest.raises(NonFiniteLossError, match="loss became nan at epoch 1"):
+        run(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["epoch"] == 0
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values() if t.is_floating_point())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "nan" in summary["error"]
+
+
+def test_tensorboard_logger_writes_event_files(tmp_path):
+    cfg = compose_config([*SHORT, "logger=tensorboard"], tmp_path / "run")
+    run(cfg)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_multirun_with_wandb_gives_one_run_dir_summary_and_offline_wandb_run_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "method=sdt,tet", "seed=0,1", "logger=wandb", *SHORT[:-1], "trainer.max_epochs=1",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    seen = set()
+    for job in jobs:
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        seen.add((summary["config"]["method"], summary["config"]["seed"]))
+        runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, f"{job}: {runs}"
+        assert list(runs[0].glob("*.wandb"))
+    assert seen == {("sdt", 0), ("sdt", 1), ("tet", 0), ("tet", 1)}
+
+
+def test_ddp_under_multirun_is_refused(tmp_path):
+    proc = run_cli("-m", "seed=0", "trainer.strategy=ddp", *SHORT, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "multirun" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_build_touches_no_dataset_and_counts_parameters(tmp_path):
+    cfg = compose_config(["data=cifar10dvs", f"data.root={tmp_path / 'nowhere'}", "model=vggsnn", "method=tet",
+                          "T=10"], tmp_path / "run")
+    datamodule, module = build(cfg)
+    assert datamodule.num_classes == 10 and tuple(datamodule.input_shape) == (2, 48, 48)
+    assert sum(p.numel() for p in module.model.parameters()) == 9_271_498  # TET's VGGSNN, see test_models
+
+
+def test_wrong_resume_path_is_a_clear_error(tmp_path):
+    cfg = compose_config([*SHORT, f"resume={tmp_path / 'missing.ckpt'}"], tmp_path / "run")
+    with pytest.raises(SnnexpError, match="no checkpoint"):
+        run(cfg)
