@@ -148,16 +148,17 @@ def _schema_type(annotation) -> Any:
 def schema_for(target: str, skip: tuple[str, ...] = (), partial: bool = False) -> type:
     """A dataclass whose fields are the keyword arguments of ``target`` (minus ``skip``), with its defaults."""
     obj = _locate(target)
-    init = obj.__init__ if inspect.isclass(obj) else obj
-    try:
-        hints = typing.get_type_hints(init)
-    except Exception:  # annotations that cannot be evaluated: fall back to Any
-        hints = {}
+    hints: dict = {}
+    for owner in reversed(obj.__mro__ if inspect.isclass(obj) else (obj,)):
+        try:
+            hints.update(typing.get_type_hints(owner.__init__ if inspect.isclass(obj) else owner))
+        except Exception:  # annotations that cannot be evaluated: fall back to Any
+            pass
     fields: list[tuple] = [("_target_", str, field(default=target))]
     if partial:
         fields.append(("_partial_", bool, field(default=True)))
-    for name, param in inspect.signature(obj).parameters.items():
-        if name in skip or name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+    for name, param in _parameters(obj).items():
+        if name in skip or name == "self":
             continue
         kind = _schema_type(hints.get(name, Any))
         default = param.default
@@ -173,6 +174,25 @@ def schema_for(target: str, skip: tuple[str, ...] = (), partial: bool = False) -
             kind = Any
         fields.append((name, kind, spec))
     return dataclasses.make_dataclass(obj.__name__, fields)
+
+
+def _parameters(obj) -> dict[str, inspect.Parameter]:
+    """Keyword parameters of ``obj``; a class whose ``__init__`` forwards ``**kwargs`` gets its bases' too."""
+    params: dict[str, inspect.Parameter] = {}
+    owners = obj.__mro__ if inspect.isclass(obj) else (obj,)
+    for owner in owners:
+        init = owner.__init__ if inspect.isclass(obj) else owner
+        if init is object.__init__:
+            break
+        forwards = False
+        for name, param in inspect.signature(init).parameters.items():
+            if param.kind == param.VAR_KEYWORD:
+                forwards = True
+            elif param.kind != param.VAR_POSITIONAL:
+                params.setdefault(name, param)
+        if not forwards:
+            break
+    return params
 
 
 def _copy_default(value):
