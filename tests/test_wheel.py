@@ -1,0 +1,45 @@
+"""The built wheel ships conf/ and cuda/ inside the package, so snnexp composes and runs from any directory."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory):
+    """Build the wheel offline, install it into a fresh target directory and return (wheel, site dir)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp / "dist"), str(REPO)], check=True, capture_output=True, text=True)
+    wheel = next((tmp / "dist").glob("snnexp-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp / "site"),
+                    str(wheel)], check=True, capture_output=True, text=True)
+    return wheel, tmp / "site"
+
+
+def test_wheel_contains_configs_and_cuda_sources(installed_wheel):
+    wheel, _ = installed_wheel
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "snnexp/conf/train.yaml" in names
+    assert "snnexp/conf/method/tet.yaml" in names and "snnexp/conf/neuron/surrogate/atan.yaml" in names
+    assert "snnexp/cuda/__init__.py" in names
+    assert not any(name.startswith(("conf/", "cuda/", "tests/")) for name in names)
+
+
+def test_installed_wheel_composes_and_prints_config_from_another_directory(installed_wheel, tmp_path):
+    _, site = installed_wheel
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = subprocess.run(
+        [sys.executable, "-c", "import snnexp.config as c; print(c.__file__); print(c.CONF_DIR)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert all(p.startswith(str(site)) for p in probe), probe
+    proc = subprocess.run([sys.executable, "-m", "snnexp", "method=tet", "model=resnet19", "--cfg", "job"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "_target_: snnexp.methods.tet.TET" in proc.stdout and "_target_: snnexp.models.resnet.resnet19" in proc.stdout
