@@ -4,7 +4,6 @@ Composes ``conf/train.yaml`` with Hydra and runs :func:`snnexp.train.run`. Error
 (:class:`snnexp.errors.SnnexpError`) are printed as one message and exit with status 1, without a traceback.
 """
 
-import logging
 import sys
 
 import hydra
@@ -12,7 +11,6 @@ from omegaconf import DictConfig
 
 from snnexp.config import CONF_DIR, register_schemas
 
-log = logging.getLogger("snnexp")
 register_schemas()
 
 
@@ -24,7 +22,6 @@ def main(cfg: DictConfig):
     try:
         return run(cfg)
     except SnnexpError as err:
-        log.error("%s", err)
         print(f"snnexp: error: {err}", file=sys.stderr)
         sys.exit(1)
 
