@@ -122,6 +122,7 @@ class TrainConfig:
     method: Any = MISSING
     logger: Any = None
     callbacks: Any = None
+    meta: Any = None  # free-form metadata of a preset (paper, reported accuracy); copied into summary.json
 
 
 def _locate(path: str):

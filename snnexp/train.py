@@ -188,6 +188,7 @@ def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: flo
         "global_step": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),
         "num_parameters": sum(p.numel() for p in module.model.parameters()),
+        "meta": OmegaConf.to_container(cfg.meta) if OmegaConf.is_config(cfg.get("meta")) else cfg.get("meta"),
         "config": {
             **{g: _choice(cfg, g) for g in ("data", "model", "neuron", "method")},
             "T": cfg.T,

@@ -123,3 +123,12 @@ def test_canonical_command_on_generated_cifar10dvs_runs_train_val_test(tmp_path,
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and "test/acc" in summary["test"] and "val/acc" in summary["final_val"]
+
+
+def test_tet_cifar10dvs_preset_composes_with_the_papers_hyperparameters_and_runs(tmp_path, data_roots):
+    cfg = compose_config(["experiment=tet_cifar10dvs_vggsnn"])
+    assert (cfg.T, cfg.seed, cfg.method.lamb, cfg.optim.lr, cfg.trainer.max_epochs) == (10, 1000, 1e-3, 1e-3, 150)
+    assert cfg.model._target_.endswith("vggsnn") and cfg.neuron.decay_input is False
+    assert cfg.neuron.surrogate._target_.endswith("Triangle") and cfg.meta.reported_top1 == 83.17
+    summary = _fast_run(tmp_path, "experiment=tet_cifar10dvs_vggsnn", data_roots["cifar10dvs"][1], "T=2")
+    assert summary["status"] == "completed" and summary["meta"]["reported_top1"] == 83.17
