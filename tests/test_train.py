@@ -108,7 +108,11 @@ def test_multirun_with_wandb_gives_one_run_dir_summary_and_offline_wandb_run_per
         seen.add((summary["config"]["method"], summary["config"]["seed"]))
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, f"{job}: {runs}"
-        assert list(runs[0].glob("*.wandb"))
+        record = next(runs[0].glob("*.wandb")).read_bytes()  # wandb's protobuf log holds group and tags verbatim
+        method = summary["config"]["method"]
+        assert f"{method}-convnet-digits-s{summary['config']['seed']}".encode() in record
+        for tag in (b"model=convnet", b"data=digits", b"neuron=lif", b"T=4"):
+            assert tag in record
     assert seen == {("sdt", 0), ("sdt", 1), ("tet", 0), ("tet", 1)}
 
 
@@ -130,3 +134,9 @@ def test_wrong_resume_path_is_a_clear_error(tmp_path):
     cfg = compose_config([*SHORT, f"resume={tmp_path / 'missing.ckpt'}"], tmp_path / "run")
     with pytest.raises(SnnexpError, match="no checkpoint"):
         run(cfg)
+
+
+def test_logger_many_is_csv_tensorboard_and_wandb():
+    cfg = compose_config(["logger=many"])
+    assert set(cfg.logger) == {"csv", "tensorboard", "wandb"}
+    assert cfg.logger.wandb.group == "sdt"
