@@ -66,6 +66,7 @@ class EvalConfig:
     """Evaluation options."""
 
     ckpt: str = "best"  # test with the "best" checkpoint (when checkpointing is on) or the "last" weights
+    timesteps: list[int] = field(default_factory=list)  # also test the same weights at each of these T
 
 
 @dataclass

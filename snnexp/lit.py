@@ -48,7 +48,8 @@ class SNNModule(L.LightningModule):
     """Trains ``model`` with ``method``; logs loss, top-1/top-5 accuracy and per-layer firing rates.
 
     Metric names: ``train/loss``, ``val/loss``, ``val/acc``, ``val/acc5``, ``val/firing_rate`` (and
-    ``val/firing_rate/<layer>``), ``test/acc``, ``test/acc5``; accuracies are fractions in [0, 1].
+    ``val/firing_rate/<layer>``), ``test/acc``, ``test/acc5``, and ``test_T<n>/acc`` when evaluated at other T;
+    accuracies are fractions in [0, 1].
     """
 
     def __init__(self, model: torch.nn.Module, method: Method, num_classes: int, optim, scheduler):
@@ -64,6 +65,7 @@ class SNNModule(L.LightningModule):
             if self.top5:
                 setattr(self, f"{split}_acc5", MulticlassAccuracy(num_classes, top_k=5, average="micro"))
         self.firing = FiringRateMonitor(self.model)
+        self.test_prefix = "test"  # "test_T<n>" while evaluating at another number of time steps
         self.last_firing_rates: dict[str, float] = {}
 
     def forward(self, x):
@@ -88,23 +90,23 @@ class SNNModule(L.LightningModule):
         return loss
 
     # ---- evaluation -----------------------------------------------------------------------------------
-    def _evaluate(self, batch, split: str):
+    def _evaluate(self, batch, split: str, prefix: str):
         x, y = batch
         output = self(x)
         loss = self.method.loss(output, y)
         scores = self.method.predict(output)
         getattr(self, f"{split}_acc")(scores, y)
-        self.log(f"{split}/loss", loss, batch_size=y.shape[0])
-        self.log(f"{split}/acc", getattr(self, f"{split}_acc"), prog_bar=True, batch_size=y.shape[0])
+        self.log(f"{prefix}/loss", loss, batch_size=y.shape[0])
+        self.log(f"{prefix}/acc", getattr(self, f"{split}_acc"), prog_bar=True, batch_size=y.shape[0])
         if self.top5:
             getattr(self, f"{split}_acc5")(scores, y)
-            self.log(f"{split}/acc5", getattr(self, f"{split}_acc5"), batch_size=y.shape[0])
+            self.log(f"{prefix}/acc5", getattr(self, f"{split}_acc5"), batch_size=y.shape[0])
 
     def on_validation_epoch_start(self):
         self.firing.start()
 
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
+        self._evaluate(batch, "val", "val")
 
     def on_validation_epoch_end(self):
         rates = self.firing.stop()
@@ -115,7 +117,7 @@ class SNNModule(L.LightningModule):
                 self.log(f"val/firing_rate/{name}", rate)
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+        self._evaluate(batch, "test", self.test_prefix)
 
     # ---- optimisation and checkpoints -----------------------------------------------------------------
     def configure_optimizers(self):

@@ -125,8 +125,9 @@ def run(cfg: DictConfig) -> float | None:
         best = _best_checkpoint(trainer)
         test_ckpt = best if (cfg.eval.ckpt == "best" and best) else None
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
+        by_T = {T: _test_at(T, cfg, trainer, module, datamodule) for T in cfg.eval.timesteps}
         summary.update(status="completed", final_val=val, test=tested[0] if tested else {},
-                       tested_checkpoint=test_ckpt)
+                       test_by_T=by_T, tested_checkpoint=test_ckpt)
     except SnnexpError as err:
         summary.update(status="failed", error=str(err))
         raise
@@ -138,6 +139,29 @@ def run(cfg: DictConfig) -> float | None:
     if summary["best"]:
         return summary["best"]["score"]
     return summary["final_val"].get(cfg.optimized_metric)
+
+
+def _test_at(T: int, cfg: DictConfig, trainer: L.Trainer, module: SNNModule, datamodule) -> dict:
+    """Test the weights just tested at another number of time steps T (Spiking PointNet's "trained-less,
+    learning-more", MTT's temporal-flexibility curve): static inputs are repeated T times by the model's encoder;
+    event data is binned again into T frames. Metrics are logged as ``test_T<T>/acc``."""
+    trained_T = getattr(module.model, "T", None)
+    if datamodule.time_steps is None:
+        if trained_T is None:
+            raise IncompatibleError(f"eval.timesteps needs a model whose number of steps T can be set; "
+                                    f"{type(module.model).__name__} has none")
+        module.model.T = T
+    else:
+        datamodule = instantiate(cfg.data, T=T)
+        datamodule.prepare_data()
+    module.test_prefix = f"test_T{T}"
+    try:
+        results = trainer.test(module, datamodule=datamodule, verbose=False)
+    finally:
+        module.test_prefix = "test"
+        if trained_T is not None:
+            module.model.T = trained_T
+    return {key.split("/", 1)[1]: value for key, value in (results[0] if results else {}).items()}
 
 
 def _refuse_ddp_in_multirun(cfg: DictConfig) -> None:

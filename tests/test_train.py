@@ -140,3 +140,26 @@ def test_logger_many_is_csv_tensorboard_and_wandb():
     cfg = compose_config(["logger=many"])
     assert set(cfg.logger) == {"csv", "tensorboard", "wandb"}
     assert cfg.logger.wandb.group == "sdt"
+
+
+def test_eval_timesteps_tests_the_same_weights_at_each_T(tmp_path):
+    cfg = compose_config([*SHORT, "eval.timesteps=[1,2,3,4]", "trainer.limit_test_batches=null"], tmp_path / "run")
+    run(cfg)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    by_T = summary["test_by_T"]
+    assert sorted(by_T) == ["1", "2", "3", "4"]
+    # T=4 is the training T: the same weights on the same data give the same accuracy as the main test
+    assert by_T["4"]["acc"] == pytest.approx(summary["test"]["test/acc"])
+    assert all(0.0 <= v["acc"] <= 1.0 for v in by_T.values())
+    rows = _read_csv(tmp_path / "run" / "metrics.csv")
+    for T in (1, 2, 3, 4):
+        logged = [float(r[f"test_T{T}/acc"]) for r in rows if r.get(f"test_T{T}/acc")]
+        assert logged == [pytest.approx(by_T[str(T)]["acc"])]
+
+
+def test_eval_timesteps_rebins_event_data(tmp_path):
+    cfg = compose_config(["debug=short", "data=synthetic_dvs", "data.num_train=16", "data.num_val=8",
+                          "data.num_test=8", "data.sensor=16", "T=4", "eval.timesteps=[2,8]"], tmp_path / "run")
+    run(cfg)
+    by_T = json.loads((tmp_path / "run" / "summary.json").read_text())["test_by_T"]
+    assert sorted(by_T) == ["2", "8"] and all("acc" in v for v in by_T.values())
