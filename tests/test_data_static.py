@@ -205,3 +205,19 @@ def test_imagenet_with_a_different_number_of_classes_says_which_override(tmp_pat
     write_imagefolder(tmp_path)
     with pytest.raises(SnnexpError, match="data.num_classes=2"):
         ImageNetDataModule(root=str(tmp_path), num_classes=1000).setup()
+
+
+def test_cifar_mixup_cutmix_give_probability_targets_and_mixed_images(tmp_path):
+    write_cifar10(tmp_path)
+    dm = CIFAR10DataModule(root=str(tmp_path), augment=False, verify_md5=False, mixup=0.8, cutmix=1.0,
+                           randaugment=True, random_erasing=0.25, batch_size=8)
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 3, 32, 32) and y.shape == (8, 10)
+    torch.testing.assert_close(y.sum(-1), torch.ones(8))
+    assert (y.max(-1).values < 1).any()  # some targets are mixtures of two classes
+    x_val, y_val = next(iter(dm.val_dataloader()))
+    assert y_val.dtype == torch.long  # evaluation is never mixed
+    names = [type(t).__name__ for t in dm.transforms(train=True).transforms]
+    assert names == ["RandAugment", "ToTensor", "Normalize", "RandomErasing"]
+    assert [type(t).__name__ for t in dm.transforms(train=False).transforms] == ["ToTensor", "Normalize"]

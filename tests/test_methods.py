@@ -70,3 +70,13 @@ def test_ann_replaces_every_neuron_with_relu_and_runs_one_step():
     assert not any(isinstance(m, MultiStepNeuron) for m in model.modules())
     assert isinstance(model.act, nn.ReLU) and isinstance(model.block[0], nn.ReLU)
     assert model.T == 1
+
+
+def test_tet_with_soft_targets_equals_the_formula_with_probabilities():
+    torch.manual_seed(3)
+    T, B, C, lamb = 2, 3, 5, 0.2
+    logits, probs = torch.randn(T, B, C), torch.softmax(torch.randn(B, C), -1)
+    ce = sum(-(probs[b] * torch.log_softmax(logits[t, b], 0)).sum() for t in range(T) for b in range(B)) / (T * B)
+    expected = (1 - lamb) * ce + lamb * ((logits - 1.0) ** 2).mean()
+    got = TET(lamb=lamb).loss(ModelOutput(logits), probs)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)

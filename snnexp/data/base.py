@@ -31,6 +31,7 @@ class SNNDataModule(L.LightningDataModule):
     """
 
     name: str = "data"
+    train_collate = None  # a batch-level training augmentation (e.g. MixUp/CutMix) used as the collate function
     num_classes: int
     input_shape: tuple[int, ...]
     time_steps: int | None = None
@@ -48,20 +49,20 @@ class SNNDataModule(L.LightningDataModule):
     def collate_fn(self):
         return time_major_collate if self.time_steps is not None else None
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, collate_fn=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            collate_fn=self.collate_fn,
+            collate_fn=collate_fn or self.collate_fn,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, shuffle=True, collate_fn=self.train_collate)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -15,11 +15,26 @@ import torchvision
 from torchvision import transforms as tv
 from torchvision.datasets.utils import check_md5
 
+from snnexp.data.augment import MixUpCutMix, image_augment_steps
 from snnexp.data.base import SNNDataModule
 from snnexp.errors import CorruptFileError, SnnexpError, dataset_not_found
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TET's values
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class ImageAugmentMixin:
+    """Training augmentations shared by the static image datamodules beyond their geometric ones:
+    RandAugment, random erasing (per image) and MixUp/CutMix (per batch; targets become probabilities)."""
+
+    def set_image_augment(self, randaugment: bool, random_erasing: float, mixup: float, cutmix: float) -> None:
+        self.randaugment, self.random_erasing, self.mixup, self.cutmix = randaugment, random_erasing, mixup, cutmix
+        if mixup > 0 or cutmix > 0:
+            self.train_collate = MixUpCutMix(self.num_classes, mixup_alpha=mixup, cutmix_alpha=cutmix)
+
+    def compose(self, steps: list, train: bool, mean, std):
+        before, after = image_augment_steps(self.randaugment, self.random_erasing) if train else ([], [])
+        return tv.Compose(steps + before + [tv.ToTensor(), tv.Normalize(mean, std)] + after)
 
 
 class _CIFAR10Reader(torchvision.datasets.CIFAR10):
@@ -40,7 +55,7 @@ class _CIFAR100Reader(torchvision.datasets.CIFAR100):
     meta = {**torchvision.datasets.CIFAR100.meta, "md5": None}
 
 
-class CIFAR10DataModule(SNNDataModule):
+class CIFAR10DataModule(ImageAugmentMixin, SNNDataModule):
     """CIFAR-10, 32x32 RGB, 10 classes, TET's augmentation (RandomCrop 32 pad 4, horizontal flip) and
     normalisation. ``verify_md5`` checks every batch file against torchvision's published md5 sums (on by
     default; a mismatch raises ``CorruptFileError`` naming the file)."""
@@ -60,11 +75,16 @@ class CIFAR10DataModule(SNNDataModule):
         augment: bool = True,
         download: bool = False,
         verify_md5: bool = True,
+        randaugment: bool = False,
+        random_erasing: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
         batch_size: int = 128,
         num_workers: int = 0,
         pin_memory: bool = False,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        self.set_image_augment(randaugment, random_erasing, mixup, cutmix)
         root = Path(root).expanduser()
         # accept root pointing at the batches folder itself
         self.root = root.parent if root.name == self.torchvision_class.base_folder else root
@@ -100,7 +120,7 @@ class CIFAR10DataModule(SNNDataModule):
 
     def transforms(self, train: bool):
         steps = [tv.RandomCrop(32, padding=4), tv.RandomHorizontalFlip()] if (train and self.augment) else []
-        return tv.Compose(steps + [tv.ToTensor(), tv.Normalize(CIFAR_MEAN, CIFAR_STD)])
+        return self.compose(steps, train, CIFAR_MEAN, CIFAR_STD)
 
     def setup(self, stage: str | None = None) -> None:
         self.check()
@@ -129,7 +149,7 @@ class CIFAR100DataModule(CIFAR10DataModule):
         super().__init__(root=root, **kwargs)
 
 
-class ImageNetDataModule(SNNDataModule):
+class ImageNetDataModule(ImageAugmentMixin, SNNDataModule):
     """ImageNet-1k in the ImageFolder layout ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG``.
 
     Train: RandomResizedCrop(size) + horizontal flip; evaluation: Resize(size * 256 / 224) + CenterCrop(size);
@@ -148,6 +168,10 @@ class ImageNetDataModule(SNNDataModule):
         size: int = 224,
         num_classes: int = 1000,
         augment: bool = True,
+        randaugment: bool = False,
+        random_erasing: float = 0.0,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -156,6 +180,7 @@ class ImageNetDataModule(SNNDataModule):
         self.root = Path(root).expanduser()
         self.size, self.num_classes, self.augment = size, num_classes, augment
         self.input_shape = (3, size, size)
+        self.set_image_augment(randaugment, random_erasing, mixup, cutmix)
 
     def check(self) -> None:
         missing = [
@@ -174,7 +199,7 @@ class ImageNetDataModule(SNNDataModule):
             steps = [tv.RandomResizedCrop(self.size), tv.RandomHorizontalFlip()]
         else:
             steps = [tv.Resize(int(round(self.size * 256 / 224))), tv.CenterCrop(self.size)]
-        return tv.Compose(steps + [tv.ToTensor(), tv.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return self.compose(steps, train, IMAGENET_MEAN, IMAGENET_STD)
 
     def setup(self, stage: str | None = None) -> None:
         self.check()

@@ -27,7 +27,8 @@ class Method:
         x, y = batch
         output = module(x)
         loss = self.loss(output, y)
-        acc = (self.predict(output).argmax(-1) == y).float().mean()
+        labels = y if y.dim() == 1 else y.argmax(-1)  # MixUp/CutMix give class probabilities
+        acc = (self.predict(output).argmax(-1) == labels).float().mean()
         return loss, {"acc": acc}
 
     def loss(self, output: ModelOutput, target: torch.Tensor) -> torch.Tensor:

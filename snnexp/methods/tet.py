@@ -25,7 +25,8 @@ class TET(Method):
     def loss(self, output, target):
         logits = output.logits  # [T, B, C]
         T = logits.shape[0]
-        per_step_ce = F.cross_entropy(logits.flatten(0, 1), target.repeat(T))  # mean over T and B
+        targets = target.repeat(T, *[1] * (target.dim() - 1))  # class indices [B] or probabilities [B, C]
+        per_step_ce = F.cross_entropy(logits.flatten(0, 1), targets)  # mean over T and B
         if self.lamb == 0:
             return per_step_ce
         mse = F.mse_loss(logits, torch.full_like(logits, self.phi))
