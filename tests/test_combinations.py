@@ -10,6 +10,7 @@ import json
 import pytest
 
 from conftest import compose_config, run_cli
+from snnexp.config import CONF_DIR
 from snnexp.errors import DatasetNotFoundError, IncompatibleError
 from snnexp.train import run
 from test_data import make_events, write_cifar10dvs, write_gesture_npy, write_nmnist_bin
@@ -125,10 +126,22 @@ def test_canonical_command_on_generated_cifar10dvs_runs_train_val_test(tmp_path,
     assert summary["status"] == "completed" and "test/acc" in summary["test"] and "val/acc" in summary["final_val"]
 
 
-def test_tet_cifar10dvs_preset_composes_with_the_papers_hyperparameters_and_runs(tmp_path, data_roots):
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_carries_its_paper_number_and_runs_at_reduced_size(tmp_path, data_roots, preset):
+    cfg = compose_config([f"experiment={preset}"])
+    assert cfg.meta.paper and cfg.meta.reported_top1 > 0
+    data = cfg.hydra.runtime.choices.data
+    summary = _fast_run(tmp_path, f"experiment={preset}", *data_roots[data][1:], "T=2")
+    assert summary["status"] == "completed"
+    assert summary["meta"]["reported_top1"] == cfg.meta.reported_top1
+
+
+def test_tet_cifar10dvs_preset_has_the_papers_hyperparameters():
     cfg = compose_config(["experiment=tet_cifar10dvs_vggsnn"])
     assert (cfg.T, cfg.seed, cfg.method.lamb, cfg.optim.lr, cfg.trainer.max_epochs) == (10, 1000, 1e-3, 1e-3, 150)
     assert cfg.model._target_.endswith("vggsnn") and cfg.neuron.decay_input is False
     assert cfg.neuron.surrogate._target_.endswith("Triangle") and cfg.meta.reported_top1 == 83.17
-    summary = _fast_run(tmp_path, "experiment=tet_cifar10dvs_vggsnn", data_roots["cifar10dvs"][1], "T=2")
-    assert summary["status"] == "completed" and summary["meta"]["reported_top1"] == 83.17
+    assert (cfg.data.size, cfg.data.norm, cfg.data.split_by) == (48, "max", "number")
