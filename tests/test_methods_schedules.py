@@ -173,3 +173,46 @@ def test_imloss_refuses_a_model_with_too_few_spiking_layers(tmp_path):
 
     with pytest.raises(IncompatibleError, match="except the first and the last"):
         IMLoss().check(TwoLayers(), None)
+
+
+def test_tdbn_equals_its_formula_with_statistics_over_time_and_batch():
+    from snnexp.models.norm import TDBatchNorm2d
+
+    torch.manual_seed(4)
+    bn = TDBatchNorm2d(3, alpha=0.7, v_threshold=0.5)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.5, -0.5, 2.0]))
+        bn.bias.copy_(torch.tensor([0.1, 0.2, -0.3]))
+    x = torch.randn(2, 5, 3, 4, 4)  # [T, B, C, H, W]
+    out = SeqToBatch(bn)(x)
+    mu = x.mean(dim=(0, 1, 3, 4), keepdim=True)
+    var = x.var(dim=(0, 1, 3, 4), unbiased=False, keepdim=True)
+    lam, beta = bn.weight.view(1, 1, 3, 1, 1), bn.bias.view(1, 1, 3, 1, 1)
+    expected = lam * 0.7 * 0.5 * (x - mu) / torch.sqrt(var + bn.eps) + beta
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tdbn_resnet_scales_residual_branches_by_inverse_sqrt2_and_uses_the_neuron_threshold():
+    from snnexp.models import create_model
+    from snnexp.models.norm import TDBatchNorm2d
+
+    model = create_model("resnet19", neuron=partial(LIF, v_threshold=0.5), input_shape=(3, 8, 8), num_classes=10,
+                         T=1, norm="tdbn")
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(isinstance(m, TDBatchNorm2d) and m.v_threshold == 0.5 for m in norms)
+    # ResNet-19: 8 BasicBlocks, each with a residual BN on conv2, plus 3 downsampling shortcuts (64->128, 128->256, 256->512)
+    alphas = sorted(round(m.alpha, 6) for m in norms)
+    assert alphas.count(round(1 / math.sqrt(2), 6)) == 8 + 3
+    assert alphas.count(1.0) == len(norms) - 11
+
+
+def test_tdbn_method_converts_a_plain_model_and_runs(tmp_path):
+    from snnexp.models.norm import TDBatchNorm2d
+    from snnexp.train import build
+
+    cfg = compose_config(["debug=fast", "T=2", "data.batch_size=2", "model=resnet19", "method=tdbn"], tmp_path / "run")
+    assert cfg.model.norm == "bn"
+    _, module = build(cfg)
+    assert any(isinstance(m, TDBatchNorm2d) for m in module.model.modules())
+    run(cfg)
+    assert (tmp_path / "run" / "summary.json").exists()

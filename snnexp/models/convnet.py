@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
+from snnexp.models.norm import apply_norm
 from snnexp.models.output import ModelOutput
 from snnexp.models.registry import register_model
 
@@ -35,6 +36,7 @@ class ConvNet(SpikingModel):
 
 @register_model("convnet")
 def convnet(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-            encoder: str = "direct", width: int = 32) -> ConvNet:
+            encoder: str = "direct", width: int = 32, norm: str = "bn") -> ConvNet:
     """Small spiking conv net (two conv layers, ``width`` and ``2*width`` channels) for digits and smoke tests."""
-    return ConvNet(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, width=width)
+    model = ConvNet(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, width=width)
+    return apply_norm(model, norm)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
+from snnexp.models.norm import apply_norm
 from snnexp.models.output import ModelOutput
 from snnexp.models.registry import ModelConfigError, register_model
 
@@ -49,6 +50,9 @@ class BasicBlock(nn.Module):
         else:
             self.shortcut = nn.Identity()
         self.sn2 = neuron()
+        for branch in (self.conv2, self.shortcut):  # their sum feeds sn2: tdBN scales them by 1/sqrt(2)
+            if isinstance(branch, SeqToBatch):
+                branch.module.bn.residual_branch = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2(self.sn1(self.conv1(x)))
@@ -113,45 +117,49 @@ class SpikingResNet(SpikingModel):
         return ModelOutput(logits=self.classifier(features), taps=taps)
 
 
-def _resnet(variant: str, **kwargs) -> SpikingResNet:
-    return SpikingResNet(VARIANTS[variant], **kwargs)
+def _resnet(variant: str, norm: str = "bn", **kwargs) -> SpikingResNet:
+    return apply_norm(SpikingResNet(VARIANTS[variant], **kwargs), norm)
 
 
 # Factories spell out their keyword arguments: snnexp.config derives the model config schema from them.
 
 @register_model("resnet18")
 def resnet18(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False) -> SpikingResNet:
+             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
+             norm: str = "bn") -> SpikingResNet:
     """Spiking ResNet-18 (He et al., CVPR 2016): BasicBlocks [2, 2, 2, 2] at 64..512 channels, fc head."""
     return _resnet("resnet18", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual)
+                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm)
 
 
 @register_model("resnet34")
 def resnet34(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False) -> SpikingResNet:
+             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
+             norm: str = "bn") -> SpikingResNet:
     """Spiking ResNet-34 (He et al., CVPR 2016): BasicBlocks [3, 4, 6, 3] at 64..512 channels, fc head."""
     return _resnet("resnet34", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual)
+                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm)
 
 
 @register_model("resnet19")
 def resnet19(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False) -> SpikingResNet:
+             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
+             norm: str = "bn") -> SpikingResNet:
     """TET's ResNet-19 (Deng et al., ICLR 2022; Gus-Lab/temporal_efficient_training): stem conv3x3 -> 64,
     BasicBlocks 3 x 128 (stride 1), 3 x 256 (stride 2), 2 x 512 (stride 2), 1x1 conv+BN downsample,
     head avg pool -> fc 512->256 -> neuron -> fc -> classes. ``features`` are the 256 spikes before the last fc.
     """
     return _resnet("resnet19", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual)
+                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm)
 
 
 @register_model("resnet20")
 def resnet20(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False) -> SpikingResNet:
+             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
+             norm: str = "bn") -> SpikingResNet:
     """He et al.'s CIFAR ResNet-20 (CVPR 2016, Sec. 4.2): conv3x3 -> 16, 3 stages of 3 BasicBlocks at
     16/32/64 channels, avg pool, fc. Where the shape changes the shortcut is a 1x1 conv + BN (He's option B)
     instead of the paper's parameter-free zero padding (option A), like the rest of this family.
     """
     return _resnet("resnet20", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual)
+                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm)

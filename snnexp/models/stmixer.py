@@ -1,0 +1,174 @@
+"""STMixer, the Spiking Token Mixer (Deng, Wu, Du, Gu; "Spiking Token Mixer: An Event-Driven Friendly Former
+Structure for Spiking Neural Networks", NeurIPS 2024; brain-intelligence-lab/STMixer_demo, ``models/STMixer.py``,
+class ``STMixerV3``).
+
+Only operations an asynchronous, event-driven chip supports: convolution, fully connected and residual
+addition; no attention product between two activations, no max-pool. Layout ``[T, B, C, N]`` (N tokens).
+
+    patch embed  main:     Conv3x3-BN-neuron to D/8, D/4, D/2, D, then Conv3x3-BN to 7D/8 (no neuron); the
+                           strides are (1, 1, 1, 2, 2) for ``downsample=2`` and (1, 2, 2, 2, 2) for 4
+                 shortcut: Conv(kernel = stride = 2^downsample, no bias)-BN, 3 -> D/8
+                 x = concat(shortcut, main) over channels, flattened to N = (H / 2^ds) * (W / 2^ds) tokens
+    block        x = x + TokenMixer(x);  x = x + FFN(x)
+    TokenMixer   neuron -> Conv1d 1x1 -> BN -> neuron -> STM -> neuron -> Conv1d 1x1 -> BN
+    STM          channels split into ``heads`` groups; group i is mixed over tokens by a bias-free Linear_i(N -> N)
+    FFN          neuron -> Conv1d(D -> rD) -> BN -> neuron -> Conv1d(rD -> D) -> BN        (every conv bias-free)
+    head         features = mean over tokens;  logits[t] = Linear(features[t])
+
+STMixer is trained with Surrogate Module Learning (SML, Deng et al., ICML 2023): ANN branches read the
+patch-embed output and block outputs. The model itself has none; the taps "patch_embed" and "block1".."blockD"
+(``[T, B, D, N]``) are where a method attaches them (the official demo attaches after the patch embed and after
+blocks 2, 4, 6, 8), and "features" is the classifier's input.
+"""
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
+from snnexp.models.output import ModelOutput
+from snnexp.models.registry import ModelConfigError, register_model
+
+STRIDES = {2: (1, 1, 1, 2, 2), 4: (1, 2, 2, 2, 2)}  # official SPSV2, downsample_times 2 (32 px) and 4 (224 px)
+
+
+def conv1d_bn(in_channels: int, out_channels: int) -> SeqToBatch:
+    """Bias-free Conv1d 1x1 followed by BatchNorm1d, per time step, on ``[T, B, C, N]``."""
+    return SeqToBatch(nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, bias=False),
+                                    nn.BatchNorm1d(out_channels)))
+
+
+class PatchEmbed(nn.Module):
+    """Official ``SPSV2``: a spiking conv stem to 7D/8 channels beside a one-conv shortcut to D/8 channels."""
+
+    def __init__(self, in_channels: int, dim: int, downsample: int, neuron: Callable[..., nn.Module]):
+        super().__init__()
+        widths = (in_channels, dim // 8, dim // 4, dim // 2, dim, dim // 8 * 7)
+        layers = []
+        for i, (a, b, s) in enumerate(zip(widths, widths[1:], STRIDES[downsample])):
+            layers.append(conv_bn(a, b, 3, s))
+            if i < 4:
+                layers.append(neuron())
+        self.main = nn.Sequential(*layers)
+        k = 2 ** downsample
+        self.shortcut = SeqToBatch(nn.Sequential(nn.Conv2d(in_channels, dim // 8, k, k, bias=False),
+                                                 nn.BatchNorm2d(dim // 8)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.shortcut(x), self.main(x)], dim=2).flatten(3)
+
+
+class STM(nn.Module):
+    """Spiking token mixing: ``y[:, :, i*g:(i+1)*g, :] = Linear_i(x[:, :, i*g:(i+1)*g, :])`` over the token axis,
+    one bias-free ``Linear(N, N)`` per head (g = C / heads channels per head)."""
+
+    def __init__(self, channels: int, tokens: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.mix = nn.ModuleList(nn.Linear(tokens, tokens, bias=False) for _ in range(heads))
+        for m in self.mix:  # official init
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = x.unflatten(2, (self.heads, -1))  # [T, B, heads, g, N]
+        return torch.stack([mix(groups[:, :, i]) for i, mix in enumerate(self.mix)], dim=2).flatten(2, 3)
+
+
+class TokenMixer(nn.Module):
+    """neuron -> Conv1d-BN -> neuron -> STM -> neuron -> Conv1d-BN."""
+
+    def __init__(self, dim: int, tokens: int, heads: int, neuron: Callable[..., nn.Module]):
+        super().__init__()
+        self.fc1 = nn.Sequential(neuron(), conv1d_bn(dim, dim), neuron())
+        self.stm = STM(dim, tokens, heads)
+        self.fc2 = nn.Sequential(neuron(), conv1d_bn(dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.stm(self.fc1(x)))
+
+
+class FFN(nn.Module):
+    """neuron -> Conv1d(D -> rD)-BN -> neuron -> Conv1d(rD -> D)-BN."""
+
+    def __init__(self, dim: int, hidden: int, neuron: Callable[..., nn.Module]):
+        super().__init__()
+        self.fc1 = nn.Sequential(neuron(), conv1d_bn(dim, hidden))
+        self.fc2 = nn.Sequential(neuron(), conv1d_bn(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(x))
+
+
+class Block(nn.Module):
+    """Official ``Encoder``: x = x + TokenMixer(x); x = x + FFN(x)."""
+
+    def __init__(self, dim: int, tokens: int, heads: int, mlp_ratio: float, neuron: Callable[..., nn.Module]):
+        super().__init__()
+        self.token_mix = TokenMixer(dim, tokens, heads, neuron)
+        self.channel_mix = FFN(dim, int(dim * mlp_ratio), neuron)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.token_mix(x)
+        return x + self.channel_mix(x)
+
+
+class STMixer(SpikingModel):
+    """Patch embed -> ``depth`` blocks -> mean over tokens -> Linear, per time step.
+
+    Taps: "patch_embed", "block1".."blockD" (``[T, B, D, N]``) and "features" (``[T, B, D]``), so
+    ``logits == model.classifier(taps["features"])``.
+    """
+
+    def __init__(self, *, neuron, input_shape, num_classes, T=1, encoder="direct", dim=384, depth=10, heads=16,
+                 mlp_ratio=4.0, downsample=None):
+        super().__init__(input_shape, num_classes, T, encoder)
+        C, H, W = image_shape(input_shape, "STMixer")
+        if downsample is None:  # the official demo: 2 at 32 px (8x8 tokens), 4 at 224 px (14x14 tokens)
+            downsample = 2 if max(H, W) <= 64 else 4
+        if downsample not in STRIDES:
+            raise ModelConfigError(f"STMixer: downsample must be one of {sorted(STRIDES)} or null (auto); "
+                                   f"got {downsample!r} (set model.downsample=...).")
+        k = 2 ** downsample
+        if H % k or W % k:
+            raise ModelConfigError(f"STMixer with downsample={downsample} needs H and W divisible by {k} (the "
+                                   f"shortcut conv and the stride-2 stem must give the same grid); got {H}x{W}.")
+        if dim % 8 or dim % heads:
+            raise ModelConfigError(f"STMixer: dim must be divisible by 8 and by heads; got dim={dim}, "
+                                   f"heads={heads} (set model.dim / model.heads).")
+        self.downsample = downsample
+        self.tokens = (H // k) * (W // k)
+        self.patch_embed = PatchEmbed(C, dim, downsample, neuron)
+        self.blocks = nn.ModuleList(Block(dim, self.tokens, heads, mlp_ratio, neuron) for _ in range(depth))
+        self.num_features = dim
+        self.classifier = SeqToBatch(nn.Linear(dim, num_classes))
+
+        for m in self.modules():  # official init: kaiming fan_out for every conv; BN 1, 0
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        x = self.patch_embed(self.encode(x))
+        taps = {"patch_embed": x}
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            taps[f"block{i}"] = x
+        features = x.mean(dim=-1)
+        taps["features"] = features
+        return ModelOutput(logits=self.classifier(features), taps=taps)
+
+
+@register_model("stmixer")
+def stmixer(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 1,
+            encoder: str = "direct", dim: int = 384, depth: int = 10, heads: int = 16, mlp_ratio: float = 4.0,
+            downsample: int | None = None) -> STMixer:
+    """STMixer; defaults are the official demo (CIFAR-100, 32 px, D 384, depth 10, 16 heads, ratio 4, T 1).
+
+    downsample: log2 of the patch size (2: 32 px -> 8x8 tokens; 4: 224 px -> 14x14); null picks 2 up to
+    64 px and 4 above.
+    """
+    return STMixer(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, dim=dim,
+                   depth=depth, heads=heads, mlp_ratio=mlp_ratio, downsample=downsample)
