@@ -216,3 +216,18 @@ def test_tdbn_method_converts_a_plain_model_and_runs(tmp_path):
     assert any(isinstance(m, TDBatchNorm2d) for m in module.model.modules())
     run(cfg)
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("name", ["convnet", "resnet18", "resnet19", "resnet20", "resnet34", "vggsnn", "vggsnn_pool",
+                                  "sdt", "stmixer"])
+def test_every_model_takes_tdbn(name):
+    from snnexp.models import create_model
+    from snnexp.models.norm import TDBatchNorm1d, TDBatchNorm2d
+
+    extra = {"dim": 32, "depth": 1, "heads": 4} if name == "stmixer" else {"dim": 32, "layers": 1} if name == "sdt" else {}
+    model = create_model(name, neuron=LIF, input_shape=(3, 16, 16), num_classes=10, T=1, norm="tdbn", **extra)
+    plain = [m for m in model.modules() if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d)]
+    tds = [m for m in model.modules() if isinstance(m, (TDBatchNorm1d, TDBatchNorm2d))]
+    assert not plain and tds
+    assert any(m.alpha < 1 for m in tds) == (name not in ("convnet", "vggsnn", "vggsnn_pool"))
+    assert model(torch.rand(2, 3, 16, 16)).logits.shape == (1, 2, 10)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
+from snnexp.models.norm import apply_norm
 from snnexp.models.output import ModelOutput
 from snnexp.models.registry import ModelConfigError, register_model
 
@@ -80,6 +81,7 @@ class SDSA(nn.Module):
         self.q_sn, self.k_sn, self.v_sn = (neuron() for _ in range(3))
         self.kv_sn = neuron(v_threshold=0.5)
         self.proj = conv_bn(dim, dim, 1, bias=True)
+        self.proj.module.bn.residual_branch = True  # joins the shortcut: tdBN scales it by 1/sqrt(2)
         self.erode = Erode() if kv_pool else None
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +117,7 @@ class MLP(nn.Module):
         self.fc1 = conv_bn(dim, hidden, 1, bias=True)
         self.fc2_sn = neuron()
         self.fc2 = conv_bn(hidden, dim, 1, bias=True)
+        self.fc2.module.bn.residual_branch = True
         self.inner_shortcut = hidden == dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -194,12 +197,13 @@ class SpikeDrivenTransformer(SpikingModel):
 @register_model("sdt")
 def sdt(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
         encoder: str = "direct", layers: int = 2, dim: int = 256, heads: int = 8, mlp_ratio: float = 4.0,
-        pooling: str = "0011", kv_pool: bool = False) -> SpikeDrivenTransformer:
+        pooling: str = "0011", kv_pool: bool = False, norm: str = "bn") -> SpikeDrivenTransformer:
     """Spike-driven Transformer "layers-dim" (official heads 8, mlp_ratio 4 in every released config).
 
     pooling: one flag per SPS stage ('0011' CIFAR 32 px and CIFAR10-DVS 64 px, '0111' DVS Gesture 128 px,
     '1111' ImageNet 224 px). kv_pool: the official DVS-only Erode max-pool in SDSA.
     """
-    return SpikeDrivenTransformer(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                                  encoder=encoder, layers=layers, dim=dim, heads=heads, mlp_ratio=mlp_ratio,
-                                  pooling=pooling, kv_pool=kv_pool)
+    model = SpikeDrivenTransformer(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
+                                   encoder=encoder, layers=layers, dim=dim, heads=heads, mlp_ratio=mlp_ratio,
+                                   pooling=pooling, kv_pool=kv_pool)
+    return apply_norm(model, norm)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
+from snnexp.models.norm import apply_norm
 from snnexp.models.output import ModelOutput
 from snnexp.models.registry import ModelConfigError, register_model
 
@@ -83,6 +84,7 @@ class TokenMixer(nn.Module):
         self.fc1 = nn.Sequential(neuron(), conv1d_bn(dim, dim), neuron())
         self.stm = STM(dim, tokens, heads)
         self.fc2 = nn.Sequential(neuron(), conv1d_bn(dim, dim))
+        self.fc2[1].module[1].residual_branch = True  # joins the block's shortcut (tdBN: 1/sqrt(2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.stm(self.fc1(x)))
@@ -95,6 +97,7 @@ class FFN(nn.Module):
         super().__init__()
         self.fc1 = nn.Sequential(neuron(), conv1d_bn(dim, hidden))
         self.fc2 = nn.Sequential(neuron(), conv1d_bn(hidden, dim))
+        self.fc2[1].module[1].residual_branch = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.fc1(x))
@@ -164,11 +167,12 @@ class STMixer(SpikingModel):
 @register_model("stmixer")
 def stmixer(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 1,
             encoder: str = "direct", dim: int = 384, depth: int = 10, heads: int = 16, mlp_ratio: float = 4.0,
-            downsample: int | None = None) -> STMixer:
+            downsample: int | None = None, norm: str = "bn") -> STMixer:
     """STMixer; defaults are the official demo (CIFAR-100, 32 px, D 384, depth 10, 16 heads, ratio 4, T 1).
 
     downsample: log2 of the patch size (2: 32 px -> 8x8 tokens; 4: 224 px -> 14x14); null picks 2 up to
     64 px and 4 above.
     """
-    return STMixer(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, dim=dim,
-                   depth=depth, heads=heads, mlp_ratio=mlp_ratio, downsample=downsample)
+    model = STMixer(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, dim=dim,
+                    depth=depth, heads=heads, mlp_ratio=mlp_ratio, downsample=downsample)
+    return apply_norm(model, norm)
