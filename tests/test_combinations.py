@@ -15,8 +15,10 @@ from snnexp.errors import DatasetNotFoundError, IncompatibleError
 from snnexp.train import run
 from test_data import make_events, write_cifar10dvs, write_gesture_npy, write_nmnist_bin
 from test_data_static import write_cifar10, write_cifar100, write_imagefolder
+from test_modelnet import write_modelnet
 
 MODELS = ["convnet", "resnet18", "resnet19", "resnet20", "resnet34", "vggsnn", "vggsnn_pool"]
+POINT_MODELS, POINT_DATA = ["pointnet"], ["modelnet40", "modelnet10"]
 METHODS = ["sdt", "tet", "ann"]
 NEURONS = ["lif", "if", "plif", "tet_lif"]
 
@@ -38,6 +40,7 @@ def data_roots(tmp_path_factory):
     write_cifar10(root / "cifar10")
     write_cifar100(root / "cifar100")
     write_imagefolder(root / "imagenet")
+    write_modelnet(root / "modelnet")
     return {
         "digits": ["data=digits"],
         "synthetic_dvs": ["data=synthetic_dvs", "data.num_train=8", "data.num_val=4", "data.num_test=4",
@@ -48,6 +51,8 @@ def data_roots(tmp_path_factory):
         "cifar10dvs": ["data=cifar10dvs", f"data.root={c10dvs}", "data.size=32"],
         "dvsgesture": ["data=dvsgesture", f"data.root={root / 'dvsgesture'}", "data.size=32"],
         "nmnist": ["data=nmnist", f"data.root={root / 'nmnist'}"],
+        "modelnet40": ["data=modelnet40", f"data.root={root / 'modelnet'}", "data.num_points=32"],
+        "modelnet10": ["data=modelnet10", f"data.root={root / 'modelnet'}", "data.num_points=32"],
     }
 
 
@@ -66,6 +71,10 @@ def _cells():
         for m in MODELS:
             if (d, m) == ("digits", "vggsnn_pool"):
                 continue  # 8x8 is too small for four 2x2 poolings: refused, see below
+            method, neuron = next(cycle)
+            yield d, m, method, neuron
+    for d in POINT_DATA:
+        for m in POINT_MODELS:
             method, neuron = next(cycle)
             yield d, m, method, neuron
 
@@ -145,3 +154,15 @@ def test_tet_cifar10dvs_preset_has_the_papers_hyperparameters():
     assert cfg.model._target_.endswith("vggsnn") and cfg.neuron.decay_input is False
     assert cfg.neuron.surrogate._target_.endswith("Triangle") and cfg.meta.reported_top1 == 83.17
     assert (cfg.data.size, cfg.data.norm, cfg.data.split_by) == (48, "max", "number")
+
+
+def test_point_cloud_models_and_image_data_do_not_mix(tmp_path, data_roots):
+    with pytest.raises(IncompatibleError, match="pointnet cannot be built for data digits"):
+        _fast_run(tmp_path, "model=pointnet")
+    with pytest.raises(IncompatibleError, match="resnet19 cannot be built for data modelnet40"):
+        _fast_run(tmp_path, *data_roots["modelnet40"], "model=resnet19")
+
+
+def test_pointnet_preset_trains_at_one_step_and_tests_at_four(tmp_path, data_roots):
+    summary = _fast_run(tmp_path, "experiment=pointnet_modelnet40_t1", *data_roots["modelnet40"][1:], "T=1")
+    assert sorted(summary["test_by_T"]) == ["1", "2", "3", "4"]

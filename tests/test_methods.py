@@ -80,3 +80,19 @@ def test_tet_with_soft_targets_equals_the_formula_with_probabilities():
     expected = (1 - lamb) * ce + lamb * ((logits - 1.0) ** 2).mean()
     got = TET(lamb=lamb).loss(ModelOutput(logits), probs)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_sdt_feature_transform_regulariser_equals_formula():
+    torch.manual_seed(5)
+    logits, y, A = torch.randn(1, 4, 10), torch.randint(0, 10, (4,)), torch.randn(4, 5, 5)
+    reg = sum(torch.sqrt(((A[b] @ A[b].T - torch.eye(5)) ** 2).sum()) for b in range(4)) / 4
+    expected = _log_softmax_ce(logits[0], y) + 0.001 * reg
+    got = SDT(transform_reg=0.001).loss(ModelOutput(logits, aux={"feature_transform": A}), y)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_sdt_refuses_the_regulariser_on_a_model_without_feature_transform():
+    from snnexp.errors import IncompatibleError
+
+    with pytest.raises(IncompatibleError, match="feature transform"):
+        SDT(transform_reg=0.001).check(nn.Linear(2, 2), None)

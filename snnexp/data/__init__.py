@@ -1,5 +1,6 @@
-"""Datamodules: static images (digits, CIFAR-10/100, ImageNet) and event streams turned into frames
-(CIFAR10-DVS, DVS Gesture, N-MNIST, synthetic_dvs). See ``base.SNNDataModule`` for the contract."""
+"""Datamodules: static images (digits, CIFAR-10/100, ImageNet), event streams turned into frames
+(CIFAR10-DVS, DVS Gesture, N-MNIST, synthetic_dvs) and point clouds (ModelNet40/10). See
+``base.SNNDataModule`` for the contract."""
 
 from snnexp.data.augment import TETAugment
 from snnexp.data.base import SNNDataModule, time_major_collate
@@ -8,6 +9,7 @@ from snnexp.data.digits import DigitsDataModule
 from snnexp.data.dvsgesture import DVSGestureDataModule
 from snnexp.data.event_module import EventDataModule
 from snnexp.data.events import EventFrameDataset, FrameCache, FrameSpec, events_to_frames
+from snnexp.data.modelnet import ModelNet10DataModule, ModelNet40DataModule
 from snnexp.data.nmnist import NMNISTDataModule
 from snnexp.data.synthetic import SyntheticDVSDataModule
 from snnexp.data.vision import CIFAR10DataModule, CIFAR100DataModule, ImageNetDataModule
@@ -24,6 +26,8 @@ __all__ = [
     "CIFAR10DVSDataModule",
     "DVSGestureDataModule",
     "NMNISTDataModule",
+    "ModelNet40DataModule",
+    "ModelNet10DataModule",
     "EventFrameDataset",
     "FrameCache",
     "FrameSpec",

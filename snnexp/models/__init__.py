@@ -11,5 +11,6 @@ from snnexp.models.registry import ModelConfigError, create_model, list_models, 
 
 # Importing the family modules registers their models.
 from snnexp.models import convnet, resnet, spikedriven, stmixer, vgg  # noqa: E402,F401  isort: skip
+from snnexp.models import pointnet  # noqa: E402,F401  isort: skip
 
 __all__ = ["ModelOutput", "ModelConfigError", "SeqToBatch", "create_model", "list_models", "register_model"]
