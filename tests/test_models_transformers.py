@@ -337,3 +337,21 @@ def test_transformer_trains_end_to_end_on_event_data(tmp_path, model):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["config"]["model"] == model
+
+
+@pytest.mark.parametrize("name,neuron_name", [("sdt_8_384", "LIF"), ("sdt_6_512", "IF"), ("sdt_8_512", "PLIF"),
+                                              ("sdt_10_512", "LIF"), ("sdt_8_768", "IF"),
+                                              ("stmixer_imagenet_8_768", "PLIF")])
+def test_imagenet_size_configs_run_forward_and_backward_at_small_input(name, neuron_name):
+    """The ImageNet configs at 32 px, batch 1, T=1 (the small configs of the same factories run every neuron)."""
+    from hydra.utils import instantiate
+
+    import snnexp.neurons as neurons
+    from conftest import compose_config
+
+    cfg = compose_config([f"model={name}"])
+    model = instantiate(cfg.model, neuron=getattr(neurons, neuron_name), input_shape=(3, 32, 32), num_classes=10, T=1)
+    out = model(torch.rand(1, 3, 32, 32))
+    assert out.logits.shape == (1, 1, 10) and "features" in out.taps
+    out.logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
