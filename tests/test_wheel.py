@@ -27,7 +27,7 @@ def test_wheel_contains_configs_and_cuda_sources(installed_wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "snnexp/conf/train.yaml" in names
     assert "snnexp/conf/method/tet.yaml" in names and "snnexp/conf/neuron/surrogate/atan.yaml" in names
-    assert "snnexp/cuda/__init__.py" in names
+    assert "snnexp/cuda/neuron_math.cuh" in names and "snnexp/cuda/neuron_kernels.cu" in names
     assert not any(name.startswith(("conf/", "cuda/", "tests/")) for name in names)
 
 
@@ -35,7 +35,8 @@ def test_installed_wheel_composes_and_prints_config_from_another_directory(insta
     _, site = installed_wheel
     env = {**os.environ, "PYTHONPATH": str(site)}
     probe = subprocess.run(
-        [sys.executable, "-c", "import snnexp.config as c; print(c.__file__); print(c.CONF_DIR)"],
+        [sys.executable, "-c", "import snnexp.config as c; print(c.__file__); print(c.CONF_DIR); "
+                               "from snnexp.kernels.sources import cuda_dir; print(cuda_dir())"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
     ).stdout.split()
     assert all(p.startswith(str(site)) for p in probe), probe

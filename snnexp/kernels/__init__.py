@@ -1,0 +1,67 @@
+"""Fused spiking-neuron kernels.
+
+- ``cuda/neuron_math.cuh``: the per-step math (``__host__ __device__``), shared by everything below.
+- :mod:`snnexp.kernels.cupy_ops`: the CUDA kernels (``cuda/neuron_kernels.cu``) compiled per variant with CuPy
+  (NVRTC), as ``torch.library`` custom ops; ``backend="cupy"`` (and ``"auto"`` on CUDA tensors).
+- :mod:`snnexp.kernels.cpu`: the same math built as a torch C++ extension; ``backend="auto"`` on the CPU.
+- :mod:`snnexp.kernels.check`: ``python -m snnexp.kernels --check`` (NVRTC compile of every variant + host
+  math against the torch reference).
+
+The neurons reach this package only through :func:`cupy_available` and :func:`multistep_neuron`.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from importlib import import_module
+
+_import_error: BaseException | None = None
+
+
+@functools.cache
+def cupy_available() -> bool:
+    """True when CuPy imports and sees a CUDA device. If the import fails, the real error is kept
+    (:func:`cupy_import_error`) and shown once as a warning (when CUDA itself is there)."""
+    global _import_error
+    try:
+        import_module("cupy")
+    except Exception as error:  # ImportError, or CUDA libraries that fail to load
+        _import_error = error
+        import torch
+
+        if torch.cuda.is_available():
+            warnings.warn(
+                f"snnexp: the CuPy neuron kernels are unavailable because importing CuPy failed: "
+                f"{type(error).__name__}: {error}. Neurons use the torch backend; install CuPy for your CUDA "
+                "version (`pip install snnexp[cuda]`, i.e. cupy-cuda13x) to enable them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cupy_import_error() -> BaseException | None:
+    """The exception raised by importing CuPy, if :func:`cupy_available` found it failing."""
+    cupy_available()
+    return _import_error
+
+
+def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate):
+    """The CuPy backend of ``snnexp.neurons.functional.multistep_neuron`` (CUDA tensors).
+
+    Inputs the kernels do not cover (float64, a user-defined surrogate without a kernel variant) run on the
+    torch reference, which computes the same function.
+    """
+    from snnexp.kernels.variants import DTYPES, SURROGATE_KINDS
+
+    if x_seq.dtype not in DTYPES or getattr(surrogate, "name", None) not in SURROGATE_KINDS:
+        from snnexp.neurons.functional import multistep_torch
+
+        return multistep_torch(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
+    from snnexp.kernels.cupy_ops import multistep_neuron as run
+
+    return run(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)

@@ -203,6 +203,18 @@ def cupy_available() -> bool:
     return bool(kernels_available() if callable(kernels_available) else kernels_available)
 
 
+def _cpu_fused_supports(x: torch.Tensor, k: Leak, surrogate: Surrogate) -> bool:
+    """Whether ``"auto"`` on the CPU takes the fused C++ path (``snnexp.kernels.cpu``), which computes the
+    torch reference's function (float32; built once and cached; falls back here with one warning)."""
+    if x.is_cuda:
+        return False
+    try:
+        from snnexp.kernels.cpu import supports
+    except ImportError:
+        return False
+    return supports(x, k, surrogate)
+
+
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
     """``"auto"`` -> ``"cupy"`` for CUDA tensors when the kernels are available, else ``"torch"``."""
     check_backend(backend)
@@ -229,10 +241,15 @@ def multistep_neuron(
     """Run a LIF / IF / PLIF neuron over ``x_seq [T, ...]`` from rest; returns the spikes ``[T, ...]``.
 
     ``k``: ``1 / tau`` (LIF), ``sigmoid(w)`` (PLIF, a scalar tensor that receives a gradient) or ``None`` (IF).
-    The CuPy backend is ``snnexp.kernels.multistep_neuron`` with this same signature, minus ``backend``.
+    The CuPy backend is ``snnexp.kernels.multistep_neuron`` with this same signature, minus ``backend``;
+    ``"auto"`` on the CPU runs the fused C++ path of ``snnexp.kernels.cpu`` (float32) when it builds here.
     """
     if resolve_backend(backend, x_seq) == "cupy":
         from snnexp.kernels import multistep_neuron as multistep_cupy
 
         return multistep_cupy(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
+    if backend == "auto" and _cpu_fused_supports(x_seq, k, surrogate):
+        from snnexp.kernels.cpu import multistep_neuron as multistep_cpu
+
+        return multistep_cpu(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
     return multistep_torch(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)

@@ -1,0 +1,193 @@
+"""The CUDA kernels through CuPy: compile once per variant (NVRTC, ``cupy.RawModule``), launch on torch's
+current stream, and expose forward / backward as ``torch.library`` custom ops with fake implementations and a
+registered autograd formula, so the neurons work under ``torch.compile`` and autocast.
+
+Ops (all tensors ``[T, N]`` contiguous; scalars are op arguments, so changing them never recompiles):
+
+    snnexp::neuron_forward(x, k_param, code, k, v_threshold, v_reset, alpha, width) -> (spikes, h)
+    snnexp::neuron_backward(grad_s, h, x, code, k, v_threshold, v_reset, alpha, width) -> (grad_x, grad_k)
+
+``code`` is the integer code of :class:`~snnexp.kernels.variants.Variant` minus its dtype (the dtype is the
+tensors'). ``k`` is a float argument (PLIF reads ``sigmoid(w)`` once per call); PLIF's leak tensor is passed
+too, only to receive dL/dk. CuPy is imported on first launch; ``snnexp.kernels.cupy_available`` tries it first.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import torch
+
+from snnexp.kernels import sources
+from importlib import import_module
+from snnexp.kernels.variants import DTYPES, KINDS, SURROGATE_KINDS, Variant, variant_for
+
+
+@functools.cache
+def _cupy():
+    """CuPy, imported on first use (after the ops below are registered)."""
+    return import_module("cupy")
+
+
+BLOCK = 256
+_lock = threading.Lock()
+_SURROGATE_NAMES = {v: k for k, v in SURROGATE_KINDS.items()}
+_KIND_NAMES = {v: k for k, v in KINDS.items()}
+
+
+# -------------------------------------------------------------------------------------------- variants
+
+
+def encode(v: Variant) -> int:
+    return (((KINDS[v.kind] * 2 + v.hard_reset) * 2 + v.detach_reset) * 2 + v.decay_input) * 8 + SURROGATE_KINDS[
+        v.surrogate
+    ]
+
+
+def decode(code: int, dtype: torch.dtype) -> Variant:
+    sg, rest = code % 8, code // 8
+    decay, rest = rest % 2, rest // 2
+    detach, rest = rest % 2, rest // 2
+    hard, kind = rest % 2, rest // 2
+    return Variant(_KIND_NAMES[kind], bool(hard), bool(detach), bool(decay), _SURROGATE_NAMES[sg], dtype)
+
+
+_modules: dict[tuple[Variant, int], tuple] = {}
+
+
+def kernels(variant: Variant, device_index: int):
+    """(forward, backward) ``cupy.RawKernel`` of this variant on this device, compiled once per process (and
+    cached on disk by CuPy, ``~/.cupy/kernel_cache``) for the device's architecture."""
+    key = (variant, device_index)
+    found = _modules.get(key)
+    if found is None:
+        with _lock:
+            found = _modules.get(key)
+            if found is None:
+                cupy = _cupy()
+                with cupy.cuda.Device(device_index):
+                    module = cupy.RawModule(
+                        code=sources.kernel_source(),
+                        options=(
+                            "-std=c++17", "--fmad=false", f"-DSNN_BLOCK={BLOCK}",
+                            *(f"-I{d}" for d in sources.cuda_include_dirs()),
+                        ),
+                        name_expressions=list(variant.name_expressions),
+                    )
+                    found = (module.get_function(variant.forward_name), module.get_function(variant.backward_name))
+                _modules[key] = found
+    return found
+
+
+def _launch(kernel, device: torch.device, n: int, args) -> None:
+    index = _index(device)
+    cupy = _cupy()
+    with cupy.cuda.Device(index):  # restores the previous current device on exit
+        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
+        grid = ((n + BLOCK - 1) // BLOCK,)
+        kernel(grid, (BLOCK,), args, stream=stream)
+
+
+def _ptr(t: torch.Tensor):
+    return _cupy().uint64(t.data_ptr())  # a pointer argument, as a 64-bit integer
+
+
+# -------------------------------------------------------------------------------------------------- ops
+
+
+@torch.library.custom_op("snnexp::neuron_forward", mutates_args=())
+def neuron_forward(
+    x: torch.Tensor, k_param: torch.Tensor, code: int, k: float, v_threshold: float, v_reset: float,
+    alpha: float, width: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [T, N] -> (spikes, h)``. ``k_param``: PLIF's leak tensor (only routes dL/dk; its value is ``k``)."""
+    x = x.contiguous()
+    s, h = torch.empty_like(x), torch.empty_like(x)
+    T, n = x.shape
+    if x.numel():
+        cupy = _cupy()
+        fwd, _ = kernels(decode(code, x.dtype), _index(x.device))
+        _launch(fwd, x.device, n, (_ptr(x), _ptr(s), _ptr(h), cupy.int32(T), cupy.int64(n), cupy.float32(k),
+                                   cupy.float32(v_threshold), cupy.float32(v_reset)))
+    return s, h
+
+
+@neuron_forward.register_fake
+def _(x, k_param, code, k, v_threshold, v_reset, alpha, width):
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+@torch.library.custom_op("snnexp::neuron_backward", mutates_args=())
+def neuron_backward(
+    grad_s: torch.Tensor, h: torch.Tensor, x: torch.Tensor, code: int, k: float, v_threshold: float,
+    v_reset: float, alpha: float, width: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dL/dS, H, X) -> (dL/dX, dL/dk)``; ``X`` is read only by PLIF with decay_input (else may be empty)."""
+    grad_s, h, x = grad_s.to(h.dtype).contiguous(), h.contiguous(), x.contiguous()
+    grad_x = torch.empty_like(h)
+    grad_k = torch.zeros((), dtype=torch.float32, device=h.device)
+    T, n = h.shape
+    if h.numel():
+        cupy = _cupy()
+        _, bwd = kernels(decode(code, h.dtype), _index(h.device))
+        x_ptr = _ptr(x) if x.numel() else cupy.uint64(0)
+        _launch(bwd, h.device, n, (_ptr(grad_s), _ptr(h), x_ptr, _ptr(grad_x), _ptr(grad_k), cupy.int32(T),
+                                   cupy.int64(n), cupy.float32(k), cupy.float32(v_threshold), cupy.float32(v_reset),
+                                   cupy.float32(alpha), cupy.float32(width)))
+    return grad_x, grad_k
+
+
+@neuron_backward.register_fake
+def _(grad_s, h, x, code, k, v_threshold, v_reset, alpha, width):
+    return torch.empty_like(h), h.new_empty((), dtype=torch.float32)
+
+
+def _setup_context(ctx, inputs, output):
+    x, k_param, code, k, v_threshold, v_reset, alpha, width = inputs
+    _, h = output
+    variant = decode(code, x.dtype)
+    ctx.params = (code, k, v_threshold, v_reset, alpha, width, variant.kind == "plif")
+    keep_x = variant.kind == "plif" and variant.decay_input
+    ctx.save_for_backward(h, x if keep_x else x.new_empty(0), k_param)
+
+
+def _backward(ctx, grad_s, grad_h):
+    h, x, k_param = ctx.saved_tensors
+    code, k, v_threshold, v_reset, alpha, width, plif = ctx.params
+    grad_x, grad_k = neuron_backward(grad_s, h, x, code, k, v_threshold, v_reset, alpha, width)
+    grad_k = grad_k.to(k_param.dtype).reshape(k_param.shape) if plif else None
+    return grad_x, grad_k, None, None, None, None, None, None
+
+
+torch.library.register_autograd("snnexp::neuron_forward", _backward, setup_context=_setup_context)
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate):
+    """Multi-step LIF / IF / PLIF on CUDA (``backend="cupy"``); same function as the torch reference.
+
+    PLIF reads ``k = sigmoid(w)`` on the host once per call (one device sync; a graph break under
+    ``torch.compile``); LIF / IF pass their constants straight through.
+    """
+    if x_seq.dtype not in DTYPES:
+        raise TypeError(f"the CuPy neuron kernels take float32, float16 or bfloat16 inputs, got {x_seq.dtype}; "
+                        "cast the input or set the neuron's backend=torch")
+    if not x_seq.is_cuda:
+        raise ValueError(f"the CuPy neuron kernels run on CUDA tensors, got {x_seq.device}")
+    kind = "if" if k is None else ("plif" if isinstance(k, torch.Tensor) else "lif")
+    variant = variant_for(kind, v_reset, detach_reset, decay_input, surrogate, x_seq.dtype)
+    if kind == "plif":
+        k_param, k_value = k, float(k.detach().float().item())
+    else:
+        k_param, k_value = x_seq.new_empty(()), 0.0 if k is None else float(k)  # placeholder, no grad
+    shape = x_seq.shape
+    s, _ = neuron_forward(
+        x_seq.reshape(shape[0], -1), k_param, encode(variant), k_value, float(v_threshold),
+        0.0 if v_reset is None else float(v_reset), float(surrogate.alpha), float(getattr(surrogate, "width", 1.0)),
+    )
+    return s.reshape(shape)
+

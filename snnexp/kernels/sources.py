@@ -1,0 +1,97 @@
+"""The CUDA / C++ sources in ``cuda/``: ``snnexp/cuda/`` in an installed wheel, the checkout's top-level ``cuda/``
+in a source (editable) install.
+
+``cuda/`` has no ``__init__.py`` on purpose: as a regular package, run from the repository root it would shadow
+NVIDIA's ``cuda`` namespace package, which torch and CuPy import. Being a plain data folder, it is found by path.
+
+``kernel_source()`` is ``neuron_kernels.cu`` with the local ``#include "neuron_math.cuh"`` expanded inline, so
+NVRTC needs no include path for our own headers (only the CUDA toolkit's, for ``cuda_fp16.h``); the host
+build gets the directory itself (:func:`source_dir`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import re
+from pathlib import Path
+
+import snnexp
+MATH_HEADER = "neuron_math.cuh"
+KERNELS = "neuron_kernels.cu"
+HOST_HEADER = "neuron_host.cuh"
+
+_LOCAL_INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$', re.MULTILINE)
+
+
+@functools.cache
+def cuda_dir() -> Path:
+    """The folder holding the sources: inside the installed package, else beside it in a source checkout."""
+    package = Path(snnexp.__file__).resolve().parent
+    for candidate in (package / "cuda", package.parent / "cuda"):
+        if (candidate / MATH_HEADER).is_file():
+            return candidate
+    raise FileNotFoundError(f"snnexp's CUDA sources ({MATH_HEADER}) are neither in {package / 'cuda'} nor in "
+                            f"{package.parent / 'cuda'}; reinstall snnexp")
+
+
+@functools.cache
+def read(name: str) -> str:
+    """The text of ``cuda/<name>``."""
+    return (cuda_dir() / name).read_text(encoding="utf-8")
+
+
+def expand(name: str, _seen: frozenset[str] = frozenset()) -> str:
+    """``cuda/<name>`` with its ``#include "local.cuh"`` lines replaced by the files themselves (once each)."""
+
+    def include(match: re.Match) -> str:
+        inner = match.group(1)
+        if inner in _seen:
+            return ""
+        return expand(inner, _seen | {name, inner})
+
+    return _LOCAL_INCLUDE.sub(include, read(name))
+
+
+@functools.cache
+def kernel_source() -> str:
+    """``neuron_kernels.cu`` with ``neuron_math.cuh`` inlined: the NVRTC source of every variant."""
+    return expand(KERNELS)
+
+
+def digest(*names: str) -> str:
+    """A short hash of the named sources (cache key for compiled artefacts)."""
+    sha = hashlib.sha256()
+    for name in names:
+        sha.update(read(name).encode())
+    return sha.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def source_dir():
+    """A real directory holding ``cuda/``."""
+    yield cuda_dir()
+
+
+@functools.cache
+def cuda_include_dirs() -> tuple[str, ...]:
+    """Directories holding ``cuda_fp16.h`` / ``cuda_bf16.h``: the pip ``nvidia`` packages, then CUDA_PATH/nvcc."""
+    import os
+    import shutil
+    import sys
+
+    candidates: list[Path] = []
+    for entry in sys.path:
+        base = Path(entry) / "nvidia"
+        if base.is_dir():
+            candidates += [base / "cu13" / "include", base / "cuda_runtime" / "include", base / "cu12" / "include"]
+    for env in ("CUDA_PATH", "CUDA_HOME"):
+        if os.environ.get(env):
+            candidates.append(Path(os.environ[env]) / "include")
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(Path(nvcc).resolve().parent.parent / "include")
+    candidates.append(Path("/usr/local/cuda/include"))
+    found = [str(c) for c in candidates if (c / "cuda_fp16.h").is_file()]
+    return tuple(dict.fromkeys(found))
