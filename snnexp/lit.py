@@ -103,6 +103,7 @@ class SNNModule(L.LightningModule):
             self.log(f"{prefix}/acc5", getattr(self, f"{split}_acc5"), batch_size=y.shape[0])
 
     def on_validation_epoch_start(self):
+        self.method.on_evaluation_start(self)
         self.firing.start()
 
     def validation_step(self, batch, batch_idx):
@@ -115,6 +116,9 @@ class SNNModule(L.LightningModule):
             self.log("val/firing_rate", sum(rates.values()) / len(rates))
             for name, rate in rates.items():
                 self.log(f"val/firing_rate/{name}", rate)
+
+    def on_test_epoch_start(self):
+        self.method.on_evaluation_start(self)
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test", self.test_prefix)

@@ -41,6 +41,9 @@ class Method:
     def on_train_epoch_start(self, epoch: int, max_epochs: int) -> None:
         """Per-epoch schedules (evolving surrogates, decaying balance coefficients) go here."""
 
+    def on_evaluation_start(self, module) -> None:
+        """Before each validation or test pass (e.g. recalibrate BatchNorm statistics at the evaluation T)."""
+
     def state_dict(self) -> dict:
         """State a method keeps across epochs (saved in checkpoints)."""
         return {}
