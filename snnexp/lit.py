@@ -9,6 +9,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from snnexp.errors import NonFiniteLossError
+from snnexp.methods.auxiliary import export_model
 from snnexp.methods.base import Method
 from snnexp.metrics import FiringRateMonitor
 
@@ -64,7 +65,7 @@ class SNNModule(L.LightningModule):
             setattr(self, f"{split}_acc", MulticlassAccuracy(num_classes, top_k=1, average="micro"))
             if self.top5:
                 setattr(self, f"{split}_acc5", MulticlassAccuracy(num_classes, top_k=5, average="micro"))
-        self.firing = FiringRateMonitor(self.model)
+        self.firing = FiringRateMonitor(export_model(self.model))  # layer names as in the bare SNN
         self.test_prefix = "test"  # "test_T<n>" while evaluating at another number of time steps
         self.last_firing_rates: dict[str, float] = {}
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from snnexp.errors import IncompatibleError, SnnexpError
 from snnexp.lit import SNNModule
+from snnexp.methods.auxiliary import export_model
 from snnexp.loggers import finish_loggers
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: flo
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),
-        "num_parameters": sum(p.numel() for p in module.model.parameters()),
+        "num_parameters": sum(p.numel() for p in export_model(module.model).parameters()),  # training-only heads excluded
         "meta": OmegaConf.to_container(cfg.meta) if OmegaConf.is_config(cfg.get("meta")) else cfg.get("meta"),
         "config": {
             **{g: _choice(cfg, g) for g in ("data", "model", "neuron", "method")},

@@ -1,0 +1,128 @@
+"""Training-only extras shared by the methods that add heads to a model (SML branches, shortcut heads,
+contrastive projections): the wrapper that holds them, tap probing and the default tap choice.
+
+The optimiser is built over ``module.model.parameters()``, so extras must be submodules of the model a method's
+``setup`` returns. :class:`TrainingWrapper` holds the SNN (``.snn``) and the extras (``.extras``), forwards to
+the SNN only, delegates ``T`` and every other attribute to it, and ``export_model()`` returns the bare SNN:
+what is evaluated, exported and counted.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from snnexp.errors import IncompatibleError
+from snnexp.models.output import ModelOutput
+
+
+class TrainingWrapper(nn.Module):
+    """``snn`` plus training-only ``extras``; ``forward`` is the SNN's, so evaluation never sees the extras."""
+
+    def __init__(self, snn: nn.Module, extras: nn.Module):
+        super().__init__()
+        self.snn = snn
+        self.extras = extras
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        return self.snn(x)
+
+    @property
+    def T(self) -> int:
+        return self.snn.T
+
+    @T.setter
+    def T(self, value: int) -> None:
+        self.snn.T = value
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("snn"), name)
+
+    def export_model(self) -> nn.Module:
+        """The SNN alone (no training-only extras): what inference, export and parameter counts use."""
+        return self.snn
+
+
+def export_model(model: nn.Module) -> nn.Module:
+    """The deployable network inside ``model`` (itself when it is not wrapped)."""
+    return model.export_model() if hasattr(model, "export_model") else model
+
+
+def probe_taps(model: nn.Module, datamodule, batch: int = 2) -> dict[str, tuple[int, ...]]:
+    """Shape ``[T, B, ...]`` of every tap of ``model``, from one forward pass on zeros (no gradient, eval mode)."""
+    x = torch.zeros(batch, *datamodule.input_shape)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        model.train(was_training)
+    return {name: tuple(t.shape) for name, t in out.taps.items()}
+
+
+def stage_taps(shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """The intermediate taps in forward order: every tap but ``features`` (the classifier's input)."""
+    return [name for name in shapes if name != "features"]
+
+
+def taps_at_fractions(stages: list[str], fractions: tuple[float, ...]) -> list[str]:
+    """Stage taps at the given fractions of the depth, deduplicated, never the last stage (it feeds the
+    classifier); e.g. fractions (3/8, 6/8) of ResNet-18's four stages give layer2 and layer3."""
+    n = len(stages)
+    picked = []
+    for f in fractions:
+        i = min(max(1, round(f * n)), n - 1)  # 1-based position, last stage excluded
+        if i >= 1 and stages[i - 1] not in picked:
+            picked.append(stages[i - 1])
+    return picked
+
+
+def resolve_taps(method: str, requested, shapes: dict[str, tuple[int, ...]], fractions, model: nn.Module) -> list[str]:
+    """The taps a method uses: ``requested`` (checked against the model) or the default at ``fractions``."""
+    available = stage_taps(shapes)
+    if requested is not None:
+        taps = list(requested)
+        missing = [t for t in taps if t not in shapes]
+        if missing or not taps:
+            raise IncompatibleError(
+                f"method={method} reads the taps {taps} but model {type(model).__name__} exposes "
+                f"{list(shapes)}; set method.taps to some of them"
+            )
+        return taps
+    taps = taps_at_fractions(available, fractions)
+    if not taps:
+        raise IncompatibleError(
+            f"method={method} needs intermediate feature taps (stage outputs) before the classifier, but model "
+            f"{type(model).__name__} exposes only {list(shapes) or 'none'}; use a model with stages "
+            "(e.g. model=resnet19, vggsnn or convnet)"
+        )
+    return taps
+
+
+def pooled(tap: torch.Tensor) -> torch.Tensor:
+    """Time mean of a tap ``[T, B, ...]``, then global average over spatial / token dims: ``[B, C]``."""
+    x = tap.mean(0)
+    if x.dim() == 4:  # [B, C, H, W]
+        return x.mean((2, 3))
+    if x.dim() == 3:  # tokens [B, N, D]
+        return x.mean(1)
+    return x.flatten(1)
+
+
+def channels_of(shape: tuple[int, ...]) -> int:
+    """Channels of a tap shape ``[T, B, C, H, W]`` / ``[T, B, N, D]`` / ``[T, B, F]`` after :func:`pooled`."""
+    if len(shape) == 5:
+        return shape[2]
+    if len(shape) == 4:
+        return shape[3]
+    return int(torch.tensor(shape[2:]).prod())
+
+
+def accuracy(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy; ``target`` is class indices or (MixUp/CutMix) class probabilities."""
+    labels = target if target.dim() == 1 else target.argmax(-1)
+    return (scores.argmax(-1) == labels).float().mean()
