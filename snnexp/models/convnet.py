@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from snnexp.models.binary import apply_binary_weights
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
 from snnexp.models.norm import apply_norm
 from snnexp.models.output import ModelOutput
@@ -36,7 +37,8 @@ class ConvNet(SpikingModel):
 
 @register_model("convnet")
 def convnet(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-            encoder: str = "direct", width: int = 32, norm: str = "bn") -> ConvNet:
+            encoder: str = "direct", width: int = 32, norm: str = "bn",
+            binary_weights: bool = False) -> ConvNet:
     """Small spiking conv net (two conv layers, ``width`` and ``2*width`` channels) for digits and smoke tests."""
     model = ConvNet(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, width=width)
-    return apply_norm(model, norm)
+    return apply_binary_weights(apply_norm(model, norm), binary_weights)

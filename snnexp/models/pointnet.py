@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from snnexp.models.binary import apply_binary_weights
 from snnexp.models.layers import SeqToBatch, SpikingModel
 from snnexp.models.output import ModelOutput
 from snnexp.models.registry import ModelConfigError, register_model
@@ -181,10 +182,12 @@ def feature_transform_regularizer(matrix: torch.Tensor) -> torch.Tensor:
 @register_model("pointnet")
 def pointnet(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 1,
              encoder: str = "direct", use_normals: bool = False, feature_transform: bool = True,
-             membrane_perturbation: bool = False, dropout: float = 0.4) -> SpikingPointNet:
+             membrane_perturbation: bool = False, dropout: float = 0.4,
+             binary_weights: bool = False) -> SpikingPointNet:
     """Spiking PointNet classifier (Ren et al., NeurIPS 2023): input and feature T-Nets, conv 64->128->1024,
     max over points, fc 512->256 (dropout 0.4) -> classes. ``input_shape`` is ``(3 or 6, num_points)``;
     ``membrane_perturbation`` starts every neuron from ``U(0, 0.5)`` at each forward."""
-    return SpikingPointNet(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder,
-                           use_normals=use_normals, feature_transform=feature_transform,
-                           membrane_perturbation=membrane_perturbation, dropout=dropout)
+    model = SpikingPointNet(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder,
+                            use_normals=use_normals, feature_transform=feature_transform,
+                            membrane_perturbation=membrane_perturbation, dropout=dropout)
+    return apply_binary_weights(model, binary_weights)

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from snnexp.models.binary import apply_binary_weights
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
 from snnexp.models.norm import apply_norm
 from snnexp.models.output import ModelOutput
@@ -117,8 +118,9 @@ class SpikingResNet(SpikingModel):
         return ModelOutput(logits=self.classifier(features), taps=taps)
 
 
-def _resnet(variant: str, norm: str = "bn", **kwargs) -> SpikingResNet:
-    return apply_norm(SpikingResNet(VARIANTS[variant], **kwargs), norm)
+def _resnet(variant: str, norm: str = "bn", binary_weights: bool = False, **kwargs) -> SpikingResNet:
+    model = apply_norm(SpikingResNet(VARIANTS[variant], **kwargs), norm)
+    return apply_binary_weights(model, binary_weights)
 
 
 # Factories spell out their keyword arguments: snnexp.config derives the model config schema from them.
@@ -126,40 +128,44 @@ def _resnet(variant: str, norm: str = "bn", **kwargs) -> SpikingResNet:
 @register_model("resnet18")
 def resnet18(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
              encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
-             norm: str = "bn") -> SpikingResNet:
+             norm: str = "bn", binary_weights: bool = False) -> SpikingResNet:
     """Spiking ResNet-18 (He et al., CVPR 2016): BasicBlocks [2, 2, 2, 2] at 64..512 channels, fc head."""
     return _resnet("resnet18", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm)
+                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm,
+                   binary_weights=binary_weights)
 
 
 @register_model("resnet34")
 def resnet34(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
              encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
-             norm: str = "bn") -> SpikingResNet:
+             norm: str = "bn", binary_weights: bool = False) -> SpikingResNet:
     """Spiking ResNet-34 (He et al., CVPR 2016): BasicBlocks [3, 4, 6, 3] at 64..512 channels, fc head."""
     return _resnet("resnet34", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm)
+                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm,
+                   binary_weights=binary_weights)
 
 
 @register_model("resnet19")
 def resnet19(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
              encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
-             norm: str = "bn") -> SpikingResNet:
+             norm: str = "bn", binary_weights: bool = False) -> SpikingResNet:
     """TET's ResNet-19 (Deng et al., ICLR 2022; Gus-Lab/temporal_efficient_training): stem conv3x3 -> 64,
     BasicBlocks 3 x 128 (stride 1), 3 x 256 (stride 2), 2 x 512 (stride 2), 1x1 conv+BN downsample,
     head avg pool -> fc 512->256 -> neuron -> fc -> classes. ``features`` are the 256 spikes before the last fc.
     """
     return _resnet("resnet19", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm)
+                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm,
+                   binary_weights=binary_weights)
 
 
 @register_model("resnet20")
 def resnet20(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
              encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
-             norm: str = "bn") -> SpikingResNet:
+             norm: str = "bn", binary_weights: bool = False) -> SpikingResNet:
     """He et al.'s CIFAR ResNet-20 (CVPR 2016, Sec. 4.2): conv3x3 -> 16, 3 stages of 3 BasicBlocks at
     16/32/64 channels, avg pool, fc. Where the shape changes the shortcut is a 1x1 conv + BN (He's option B)
     instead of the paper's parameter-free zero padding (option A), like the rest of this family.
     """
     return _resnet("resnet20", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm)
+                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm,
+                   binary_weights=binary_weights)

@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from snnexp.models.binary import apply_binary_weights
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
 from snnexp.models.norm import apply_norm
 from snnexp.models.output import ModelOutput
@@ -197,7 +198,8 @@ class SpikeDrivenTransformer(SpikingModel):
 @register_model("sdt")
 def sdt(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
         encoder: str = "direct", layers: int = 2, dim: int = 256, heads: int = 8, mlp_ratio: float = 4.0,
-        pooling: str = "0011", kv_pool: bool = False, norm: str = "bn") -> SpikeDrivenTransformer:
+        pooling: str = "0011", kv_pool: bool = False, norm: str = "bn",
+        binary_weights: bool = False) -> SpikeDrivenTransformer:
     """Spike-driven Transformer "layers-dim" (official heads 8, mlp_ratio 4 in every released config).
 
     pooling: one flag per SPS stage ('0011' CIFAR 32 px and CIFAR10-DVS 64 px, '0111' DVS Gesture 128 px,
@@ -206,4 +208,4 @@ def sdt(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_c
     model = SpikeDrivenTransformer(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
                                    encoder=encoder, layers=layers, dim=dim, heads=heads, mlp_ratio=mlp_ratio,
                                    pooling=pooling, kv_pool=kv_pool)
-    return apply_norm(model, norm)
+    return apply_binary_weights(apply_norm(model, norm), binary_weights)

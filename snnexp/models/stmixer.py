@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from snnexp.models.binary import apply_binary_weights
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
 from snnexp.models.norm import apply_norm
 from snnexp.models.output import ModelOutput
@@ -167,7 +168,8 @@ class STMixer(SpikingModel):
 @register_model("stmixer")
 def stmixer(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 1,
             encoder: str = "direct", dim: int = 384, depth: int = 10, heads: int = 16, mlp_ratio: float = 4.0,
-            downsample: int | None = None, norm: str = "bn") -> STMixer:
+            downsample: int | None = None, norm: str = "bn",
+            binary_weights: bool = False) -> STMixer:
     """STMixer; defaults are the official demo (CIFAR-100, 32 px, D 384, depth 10, 16 heads, ratio 4, T 1).
 
     downsample: log2 of the patch size (2: 32 px -> 8x8 tokens; 4: 224 px -> 14x14); null picks 2 up to
@@ -175,4 +177,4 @@ def stmixer(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], n
     """
     model = STMixer(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, dim=dim,
                     depth=depth, heads=heads, mlp_ratio=mlp_ratio, downsample=downsample)
-    return apply_norm(model, norm)
+    return apply_binary_weights(apply_norm(model, norm), binary_weights)

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from snnexp.models.binary import apply_binary_weights
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
 from snnexp.models.norm import apply_norm
 from snnexp.models.output import ModelOutput
@@ -64,15 +65,15 @@ class VGGSNN(SpikingModel):
 
 @register_model("vggsnn")
 def vggsnn(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-           encoder: str = "direct", norm: str = "bn") -> VGGSNN:
+           encoder: str = "direct", norm: str = "bn", binary_weights: bool = False) -> VGGSNN:
     """TET's VGGSNN for DVS data with stride-2 convolutions in layers 2/4/6/8 (``VGGSNNwoAP``)."""
     model = VGGSNN(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, pool=False)
-    return apply_norm(model, norm)
+    return apply_binary_weights(apply_norm(model, norm), binary_weights)
 
 
 @register_model("vggsnn_pool")
 def vggsnn_pool(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-                encoder: str = "direct", norm: str = "bn") -> VGGSNN:
+                encoder: str = "direct", norm: str = "bn", binary_weights: bool = False) -> VGGSNN:
     """TET's VGGSNN with AvgPool2d(2) after layers 2/4/6/8 (``VGGSNN``); inputs of at least 16x16."""
     model = VGGSNN(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, pool=True)
-    return apply_norm(model, norm)
+    return apply_binary_weights(apply_norm(model, norm), binary_weights)
