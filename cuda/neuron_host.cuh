@@ -25,6 +25,7 @@ void forward_range(const float* __restrict__ x, float* __restrict__ s, float* __
         for (int64_t j = 0; j < m; ++j) v[j] = v_rest;
         for (int64_t t = 0; t < T; ++t) {
             const int64_t base = t * N + c;
+#pragma omp simd
             for (int64_t j = 0; j < m; ++j) {
                 const float ht = charge<KIND, DECAY>(x[base + j], v[j], k, v_rest);
                 const float st = fire(ht, v_threshold);

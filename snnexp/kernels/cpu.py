@@ -88,7 +88,8 @@ std::vector<at::Tensor> backward(at::Tensor grad_s, at::Tensor h, at::Tensor x, 
 # -fno-math-errno likewise lets the surrogate's expf vectorize (glibc's libmvec on x86-64 Linux).
 # -fopenmp: at::parallel_for is a header template that runs its OpenMP region in this translation unit.
 _LIBMVEC = platform.system() == "Linux" and platform.machine() == "x86_64" and platform.libc_ver()[0] == "glibc"
-CFLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp") + (
+# -march=native: the extension is built on the machine that runs it, at first use.
+CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp") + (
     ("-DSNN_LIBMVEC",) if _LIBMVEC else ()
 )
 LDFLAGS = ("-fopenmp",) + (("-lmvec",) if _LIBMVEC else ())
