@@ -28,3 +28,7 @@ def dataset_not_found(name: str, root, looked_for: str, url: str, override: str 
         f"Download it from {url} and set {override}=/path/to/it, or pass data.download=true "
         f"where the dataset's library can download it."
     )
+
+
+class SweepConfigError(SnnexpError):
+    """A setting no job of a multirun can run with (e.g. DDP under ``-m``): it stops the whole sweep."""

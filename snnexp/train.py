@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from snnexp.errors import IncompatibleError, SnnexpError
+from snnexp.errors import IncompatibleError, SnnexpError, SweepConfigError
 from snnexp.lit import SNNModule
 from snnexp.methods.auxiliary import export_model
 from snnexp.loggers import finish_loggers
@@ -176,7 +176,7 @@ def _refuse_ddp_in_multirun(cfg: DictConfig) -> None:
         return
     strategy = str(cfg.trainer.get("strategy", ""))
     if multirun and strategy.startswith("ddp") and "spawn" not in strategy:
-        raise SnnexpError(
+        raise SweepConfigError(
             f"trainer.strategy={strategy} cannot run under -m (multirun): DDP re-executes the command on every "
             "rank, which would re-run the whole sweep. Launch one job per sweep point instead "
             "(a SLURM launcher such as hydra/launcher=submitit_slurm, or a shell loop over single runs)."

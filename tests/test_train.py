@@ -163,3 +163,12 @@ def test_eval_timesteps_rebins_event_data(tmp_path):
     run(cfg)
     by_T = json.loads((tmp_path / "run" / "summary.json").read_text())["test_by_T"]
     assert sorted(by_T) == ["2", "8"] and all("acc" in v for v in by_T.values())
+
+
+def test_a_refused_job_does_not_stop_the_rest_of_a_multirun(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "model=vggsnn_pool,convnet", *SHORT[:-1], "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "snnexp: error in job 0: model vggsnn_pool cannot be built" in proc.stderr
+    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "completed"
