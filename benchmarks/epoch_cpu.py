@@ -58,13 +58,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"| model | input | T | s/step (batch {args.batch}) | epoch (extrapolated) |")
+    print(f"| model | input | T | s/step (batch {args.batch}) | epoch, min (extrapolated) |")
     print("|---|---|---|---|---|")
     for name, kwargs, shape, classes, T, size in MODELS:
         per_step = time_model(name, kwargs, shape, classes, T, args.batch, args.steps)
         epoch = per_step * size / args.batch
         label = name + ("_2_512" if name == "sdt" else "")
-        print(f"| {label} | {'x'.join(map(str, shape))} | {T} | {per_step:.2f} | {epoch / 3600:.1f} h |", flush=True)
+        print(f"| {label} | {'x'.join(map(str, shape))} | {T} | {per_step:.2f} | {epoch / 60:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
