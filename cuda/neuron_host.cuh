@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 #include "neuron_math.cuh"
 
 #ifndef SNN_HOST_CHUNK
@@ -15,57 +16,81 @@
 namespace snn {
 namespace host {
 
-template <int KIND, bool DECAY, bool HARD>
-void forward_range(const float* __restrict__ x, float* __restrict__ s, float* __restrict__ h, int64_t T, int64_t N, int64_t begin, int64_t end,
-                   float k, float v_threshold, float v_reset) {
+// One chunk of m neurons over T steps. Row t of x, s and h starts at t * stride (s or h skipped when not wanted).
+template <int KIND, bool DECAY, bool HARD, bool WRITE_S, bool WRITE_H>
+inline void forward_chunk(const float* __restrict__ x, int64_t x_stride, float* __restrict__ s, int64_t s_stride,
+                          float* __restrict__ h, int64_t h_stride, int64_t T, int64_t m, float k, float v_threshold,
+                          float v_reset) {
     const float v_rest = HARD ? v_reset : 0.0f;
     float v[SNN_HOST_CHUNK];
-    for (int64_t c = begin; c < end; c += SNN_HOST_CHUNK) {
-        const int64_t m = std::min<int64_t>(SNN_HOST_CHUNK, end - c);
-        for (int64_t j = 0; j < m; ++j) v[j] = v_rest;
-        for (int64_t t = 0; t < T; ++t) {
-            const int64_t base = t * N + c;
+    for (int64_t j = 0; j < m; ++j) v[j] = v_rest;
+    for (int64_t t = 0; t < T; ++t) {
 #pragma omp simd
-            for (int64_t j = 0; j < m; ++j) {
-                const float ht = charge<KIND, DECAY>(x[base + j], v[j], k, v_rest);
-                const float st = fire(ht, v_threshold);
-                v[j] = reset<HARD>(ht, st, v_threshold, v_reset);
-                h[base + j] = ht;
-                s[base + j] = st;
-            }
+        for (int64_t j = 0; j < m; ++j) {
+            const float ht = charge<KIND, DECAY>(x[t * x_stride + j], v[j], k, v_rest);
+            const float st = fire(ht, v_threshold);
+            v[j] = reset<HARD>(ht, st, v_threshold, v_reset);
+            if (WRITE_H) h[t * h_stride + j] = ht;
+            if (WRITE_S) s[t * s_stride + j] = st;
         }
     }
 }
 
-// Returns this range's contribution to dL/dk (PLIF; 0 otherwise).
+// Forward over neurons [begin, end) of [T, N] data: spikes only (the backward recomputes h from x).
+template <int KIND, bool DECAY, bool HARD>
+void forward_range(const float* __restrict__ x, float* __restrict__ s, int64_t T, int64_t N, int64_t begin,
+                   int64_t end, float k, float v_threshold, float v_reset) {
+    for (int64_t c = begin; c < end; c += SNN_HOST_CHUNK) {
+        const int64_t m = std::min<int64_t>(SNN_HOST_CHUNK, end - c);
+        forward_chunk<KIND, DECAY, HARD, true, false>(x + c, N, s + c, N, nullptr, 0, T, m, k, v_threshold, v_reset);
+    }
+}
+
+// Backward of one chunk of m neurons, reading h at [t * h_stride + j]; returns its contribution to dL/dk (PLIF).
 template <int KIND, bool DECAY, bool HARD, bool DETACH, int SG>
-double backward_range(const float* __restrict__ grad_s, const float* __restrict__ h, const float* __restrict__ x,
-                      float* __restrict__ grad_x, int64_t T, int64_t N,
-                      int64_t begin, int64_t end, float k, float v_threshold, float v_reset, float alpha,
-                      float width) {
+inline double backward_chunk(const float* __restrict__ grad_s, const float* __restrict__ h, int64_t h_stride,
+                             const float* __restrict__ x, float* __restrict__ grad_x, int64_t T, int64_t N, int64_t m,
+                             float k, float v_threshold, float v_reset, float alpha, float width) {
     const float v_rest = HARD ? v_reset : 0.0f;
     float grad_v[SNN_HOST_CHUNK];
     float gk[SNN_HOST_CHUNK];
+    for (int64_t j = 0; j < m; ++j) grad_v[j] = 0.0f, gk[j] = 0.0f;
+    for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t base = t * N;
+#pragma omp simd
+        for (int64_t j = 0; j < m; ++j) {
+            const StepGrad g = backward_step<KIND, DECAY, HARD, DETACH, SG>(
+                grad_s[base + j], grad_v[j], h[t * h_stride + j], k, v_threshold, v_reset, alpha, width);
+            grad_x[base + j] = g.x;
+            if (KIND == SNN_PLIF) {
+                const float v_prev =
+                    t > 0 ? potential_from<HARD>(h[(t - 1) * h_stride + j], v_threshold, v_reset) : v_rest;
+                gk[j] += leak_grad<DECAY>(g.h, DECAY ? x[base + j] : 0.0f, v_prev, v_rest);
+            }
+            grad_v[j] = g.v_prev;
+        }
+    }
+    double total = 0.0;
+    if (KIND == SNN_PLIF)
+        for (int64_t j = 0; j < m; ++j) total += gk[j];
+    return total;
+}
+
+// Backward over neurons [begin, end) from the input x alone: each chunk's h is recomputed into a small buffer
+// ([T, SNN_HOST_CHUNK], cache-resident), so the forward needs to allocate and write no h at all.
+template <int KIND, bool DECAY, bool HARD, bool DETACH, int SG>
+double backward_range(const float* __restrict__ grad_s, const float* __restrict__ x,
+                             float* __restrict__ grad_x, int64_t T, int64_t N, int64_t begin, int64_t end, float k,
+                             float v_threshold, float v_reset, float alpha, float width) {
+    std::vector<float> h(static_cast<size_t>(T) * SNN_HOST_CHUNK);
     double total = 0.0;
     for (int64_t c = begin; c < end; c += SNN_HOST_CHUNK) {
         const int64_t m = std::min<int64_t>(SNN_HOST_CHUNK, end - c);
-        for (int64_t j = 0; j < m; ++j) grad_v[j] = 0.0f, gk[j] = 0.0f;
-        for (int64_t t = T - 1; t >= 0; --t) {
-            const int64_t base = t * N + c;
-#pragma omp simd
-            for (int64_t j = 0; j < m; ++j) {
-                const StepGrad g = backward_step<KIND, DECAY, HARD, DETACH, SG>(
-                    grad_s[base + j], grad_v[j], h[base + j], k, v_threshold, v_reset, alpha, width);
-                grad_x[base + j] = g.x;
-                if (KIND == SNN_PLIF) {
-                    const float v_prev = t > 0 ? potential_from<HARD>(h[base - N + j], v_threshold, v_reset) : v_rest;
-                    gk[j] += leak_grad<DECAY>(g.h, DECAY ? x[base + j] : 0.0f, v_prev, v_rest);
-                }
-                grad_v[j] = g.v_prev;
-            }
-        }
-        if (KIND == SNN_PLIF)
-            for (int64_t j = 0; j < m; ++j) total += gk[j];
+        forward_chunk<KIND, DECAY, HARD, false, true>(x + c, N, nullptr, 0, h.data(), SNN_HOST_CHUNK, T, m, k,
+                                                       v_threshold, v_reset);
+        total += backward_chunk<KIND, DECAY, HARD, DETACH, SG>(grad_s + c, h.data(), SNN_HOST_CHUNK, x + c,
+                                                               grad_x + c, T, N, m, k, v_threshold, v_reset, alpha,
+                                                               width);
     }
     return total;
 }

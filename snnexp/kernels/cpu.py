@@ -1,8 +1,10 @@
 """The CPU fused path: ``cuda/neuron_host.cuh`` (the kernels' per-step math) built as a PyTorch C++ extension.
 
 One pass over ``[T, N]`` per direction, parallel over neurons (``at::parallel_for``, so ``torch.set_num_threads``
-applies), float32 only; it saves only ``H`` (and ``X`` for PLIF with decay_input) like the torch reference,
-whose function it computes: spikes are bit-identical, gradients equal up to float rounding (tests).
+applies), float32 only. It saves the input ``X`` (the caller's tensor, no copy) and no ``H``: the backward
+recomputes ``H`` for each chunk of neurons into a small cache-resident buffer, so the forward allocates and
+writes only the spikes. It computes the torch reference's function: spikes bit-identical, gradients equal up to
+float rounding (tests).
 
 The build is cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``), keyed by a hash of the sources,
 and loaded once per process. Without a working C++ compiler :func:`available` is False, one warning says why, and
@@ -42,27 +44,26 @@ std::vector<at::Tensor> forward(at::Tensor x, int64_t kind, bool decay_input, bo
                                 double v_threshold, double v_reset) {
     TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2, "x: contiguous float32 [T, N]");
     const int64_t T = x.size(0), N = x.size(1);
-    auto s = at::empty_like(x), h = at::empty_like(x);
+    auto s = at::empty_like(x);
     const float* xp = x.data_ptr<float>();
-    float *sp = s.data_ptr<float>(), *hp = h.data_ptr<float>();
+    float* sp = s.data_ptr<float>();
     dispatch_kind((int)kind, [&](auto K) { return dispatch_bool(decay_input, [&](auto D) {
         return dispatch_bool(hard, [&](auto H) {
             at::parallel_for(0, N, GRAIN, [&](int64_t b, int64_t e) {
                 forward_range<decltype(K)::value, decltype(D)::value, decltype(H)::value>(
-                    xp, sp, hp, T, N, b, e, (float)k, (float)v_threshold, (float)v_reset);
+                    xp, sp, T, N, b, e, (float)k, (float)v_threshold, (float)v_reset);
             });
             return 0; }); }); });
-    return {s, h};
+    return {s};
 }
 
-std::vector<at::Tensor> backward(at::Tensor grad_s, at::Tensor h, at::Tensor x, int64_t kind, bool decay_input,
+std::vector<at::Tensor> backward(at::Tensor grad_s, at::Tensor x, int64_t kind, bool decay_input,
                                  bool hard, bool detach, int64_t surrogate, double k, double v_threshold,
                                  double v_reset, double alpha, double width) {
-    TORCH_CHECK(grad_s.scalar_type() == at::kFloat && grad_s.is_contiguous() && h.is_contiguous(), "float32 [T, N]");
-    const int64_t T = h.size(0), N = h.size(1);
-    auto grad_x = at::empty_like(h);
-    const float *gp = grad_s.data_ptr<float>(), *hp = h.data_ptr<float>();
-    const float* xp = x.numel() ? x.data_ptr<float>() : nullptr;
+    TORCH_CHECK(grad_s.scalar_type() == at::kFloat && grad_s.is_contiguous() && x.is_contiguous(), "float32 [T, N]");
+    const int64_t T = x.size(0), N = x.size(1);
+    auto grad_x = at::empty_like(x);
+    const float *gp = grad_s.data_ptr<float>(), *xp = x.data_ptr<float>();
     float* gxp = grad_x.data_ptr<float>();
     const int64_t chunks = (N + GRAIN - 1) / GRAIN;
     std::vector<double> partial(std::max<int64_t>(chunks, 1), 0.0);
@@ -73,7 +74,7 @@ std::vector<at::Tensor> backward(at::Tensor grad_s, at::Tensor h, at::Tensor x, 
                     for (int64_t c = cb; c < ce; ++c)
                         partial[c] = backward_range<decltype(K)::value, decltype(D)::value, decltype(H)::value,
                                                     decltype(R)::value, decltype(S)::value>(
-                            gp, hp, xp, gxp, T, N, c * GRAIN, std::min(N, (c + 1) * GRAIN), (float)k,
+                            gp, xp, gxp, T, N, c * GRAIN, std::min(N, (c + 1) * GRAIN), (float)k,
                             (float)v_threshold, (float)v_reset, (float)alpha, (float)width);
                 });
                 return 0; }); }); }); }); });
@@ -168,22 +169,22 @@ class FusedCpuNeuron(torch.autograd.Function):
         k_value = 0.0 if k is None else float(k.detach().float().item() if kind == "plif" else k)
         shape = x_seq.shape
         x2 = x_seq.detach().reshape(shape[0], -1).contiguous()
-        s, h = extension().forward(
+        (s,) = extension().forward(
             x2, KINDS[kind], decay_input, v_reset is not None, k_value, float(v_threshold),
             0.0 if v_reset is None else float(v_reset),
         )
         ctx.meta = (kind, decay_input, k_value, v_threshold, v_reset, detach_reset, surrogate.name,
                     float(surrogate.alpha), float(getattr(surrogate, "width", 1.0)), shape)
-        keep_x = kind == "plif" and decay_input
-        ctx.save_for_backward(h, x2 if keep_x else x2.new_empty(0), *((k,) if kind == "plif" else ()))
+        # x (the caller's tensor, no copy) rather than a new h: the backward recomputes h per chunk of neurons
+        ctx.save_for_backward(x2, *((k,) if kind == "plif" else ()))
         return s.reshape(shape)
 
     @staticmethod
     def backward(ctx, grad_s):
         kind, decay_input, k_value, v_threshold, v_reset, detach_reset, sg, alpha, width, shape = ctx.meta
-        h, x2, *k = ctx.saved_tensors
+        x2, *k = ctx.saved_tensors
         grad_x, grad_k = extension().backward(
-            grad_s.reshape(h.shape).float().contiguous(), h, x2, KINDS[kind], decay_input, v_reset is not None,
+            grad_s.reshape(x2.shape).float().contiguous(), x2, KINDS[kind], decay_input, v_reset is not None,
             bool(detach_reset), SURROGATE_KINDS[sg], k_value, float(v_threshold),
             0.0 if v_reset is None else float(v_reset), alpha, width,
         )
