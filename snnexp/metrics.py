@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from snnexp.neurons import MultiStepNeuron
@@ -43,14 +42,3 @@ class FiringRateMonitor:
         self._handles = []
         return {name: self._sums[name] / self._counts[name] for name in self._sums if self._counts[name]}
 
-
-@torch.no_grad()
-def firing_rates(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Per-layer firing rates of ``model`` on one input batch."""
-    monitor = FiringRateMonitor(model)
-    monitor.start()
-    try:
-        model(x)
-    finally:
-        rates = monitor.stop()
-    return rates

@@ -1,6 +1,5 @@
 """The seed methods' losses against their formulas, computed independently here."""
 
-import math
 
 import pytest
 import torch

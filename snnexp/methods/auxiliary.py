@@ -122,7 +122,3 @@ def channels_of(shape: tuple[int, ...]) -> int:
     return int(torch.tensor(shape[2:]).prod())
 
 
-def accuracy(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Top-1 accuracy; ``target`` is class indices or (MixUp/CutMix) class probabilities."""
-    labels = target if target.dim() == 1 else target.argmax(-1)
-    return (scores.argmax(-1) == labels).float().mean()

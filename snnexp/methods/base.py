@@ -8,6 +8,12 @@ from torch import nn
 from snnexp.models.output import ModelOutput
 
 
+def accuracy(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Top-1 accuracy; ``target`` is class indices or (MixUp/CutMix) class probabilities."""
+    labels = target if target.dim() == 1 else target.argmax(-1)
+    return (scores.argmax(-1) == labels).float().mean()
+
+
 class Method:
     """Base class of the training methods (``method=<name>``).
 
@@ -27,9 +33,7 @@ class Method:
         x, y = batch
         output = module(x)
         loss = self.loss(output, y)
-        labels = y if y.dim() == 1 else y.argmax(-1)  # MixUp/CutMix give class probabilities
-        acc = (self.predict(output).argmax(-1) == labels).float().mean()
-        return loss, {"acc": acc}
+        return loss, {"acc": accuracy(self.predict(output), y)}
 
     def loss(self, output: ModelOutput, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.auxiliary import TrainingWrapper, accuracy, channels_of, pooled, probe_taps, stage_taps
-from snnexp.methods.base import Method
+from snnexp.methods.auxiliary import TrainingWrapper, channels_of, pooled, probe_taps, stage_taps
+from snnexp.methods.base import Method, accuracy
 from snnexp.methods.teacher import load_teacher, run_teacher
 
 

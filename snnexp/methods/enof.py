@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.auxiliary import accuracy, probe_taps
-from snnexp.methods.base import Method
+from snnexp.methods.auxiliary import probe_taps
+from snnexp.methods.base import Method, accuracy
 from snnexp.methods.teacher import load_teacher, run_teacher
 from snnexp.neurons import MultiStepNeuron
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.base import Method
+from snnexp.methods.base import Method, accuracy
 from snnexp.neurons import MultiStepNeuron
 
 
@@ -75,9 +75,7 @@ class IMLoss(Method):
             self._spikes = None
         ce = self.loss(output, y)
         im = self.information_term(spikes)
-        labels = y if y.dim() == 1 else y.argmax(-1)
-        acc = (self.predict(output).argmax(-1) == labels).float().mean()
-        logs = {"acc": acc, "ce": ce.detach(), "im": im.detach()}
+        logs = {"acc": accuracy(self.predict(output), y), "ce": ce.detach(), "im": im.detach()}
         if self.sharpness is not None:
             logs["esg_k"] = torch.tensor(self.sharpness)
         return ce + self.weight * im, logs

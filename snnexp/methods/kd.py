@@ -12,8 +12,7 @@ from typing import Optional
 
 import torch.nn.functional as F
 
-from snnexp.methods.auxiliary import accuracy
-from snnexp.methods.base import Method
+from snnexp.methods.base import Method, accuracy
 from snnexp.methods.teacher import load_teacher, run_teacher
 
 

@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.base import Method
+from snnexp.methods.base import Method, accuracy
 from snnexp.methods.mtt_comm import MixedTimeStage
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,6 @@ class MTT(Method):
         static = hasattr(model, "input_shape") and x.ndim == len(model.input_shape) + 1
         trained_T = getattr(model, "T", None)
         losses, correct, self.last_draws = [], [], []
-        labels = y if y.dim() == 1 else y.argmax(-1)
         try:
             for _ in range(self.draws):
                 Ts = self.sample(len(stages) + 1)
@@ -120,7 +119,7 @@ class MTT(Method):
                 self.last_draws.append(Ts)
                 output = module(x)
                 losses.append(self.loss(output, y))
-                correct.append((self.predict(output).argmax(-1) == labels).float().mean())
+                correct.append(accuracy(self.predict(output), y))
         finally:
             if trained_T is not None:
                 model.T = trained_T

@@ -23,8 +23,8 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import nn
 
-from snnexp.methods.auxiliary import TrainingWrapper, accuracy, channels_of, pooled, probe_taps, resolve_taps
-from snnexp.methods.base import Method
+from snnexp.methods.auxiliary import TrainingWrapper, channels_of, pooled, probe_taps, resolve_taps
+from snnexp.methods.base import Method, accuracy
 
 DEFAULT_DEPTHS = (1 / 4, 1 / 2, 3 / 4)
 SCHEDULES = ("cosine", "linear", "constant")

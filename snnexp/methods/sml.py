@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnexp.methods.auxiliary import TrainingWrapper, accuracy, probe_taps, resolve_taps
-from snnexp.methods.base import Method
+from snnexp.methods.auxiliary import TrainingWrapper, probe_taps, resolve_taps
+from snnexp.methods.base import Method, accuracy
 
 DEFAULT_DEPTHS = (3 / 8, 6 / 8)  # ResNet-18 demo: after the 3rd and 6th of 8 BasicBlocks
 
