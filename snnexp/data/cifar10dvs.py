@@ -73,25 +73,10 @@ class CIFAR10DVSDataModule(EventDataModule):
     url = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
     looked_for = "events_np/<class>/*.npz, CIFAR10DVS/<class>/*.aedat4 or <class>/*.aedat"
 
-    def __init__(
-        self,
-        root: str = "data/cifar10dvs",
-        T: int = 10,
-        split_by: str = "number",
-        size: int | None = 48,
-        norm: str = "max",
-        train_ratio: float = 0.9,
-        augment: bool = True,
-        cache: bool = True,
-        cache_dir: str | None = None,
-        download: bool = False,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ):
-        super().__init__(
-            root, T, split_by, size, norm, augment, cache, cache_dir, download, batch_size, num_workers, pin_memory
-        )
+    def __init__(self, root: str = "data/cifar10dvs", size: int | None = 48, norm: str = "max",
+                 train_ratio: float = 0.9, augment: bool = True, batch_size: int = 128, **kwargs):
+        """TET's defaults; other arguments and their defaults: :class:`EventDataModule` (the schema includes them)."""
+        super().__init__(root=root, size=size, norm=norm, augment=augment, batch_size=batch_size, **kwargs)
         self.train_ratio = train_ratio
 
     def detect(self):

@@ -54,24 +54,9 @@ class DVSGestureDataModule(EventDataModule):
     url = "https://research.ibm.com/interactive/dvsgesture/ (tonic's copy: https://figshare.com/ndownloader/files/38022171)"
     looked_for = "DVSGesture/ibmGestureTrain/<user>/<label>.npy or events_np/train/<label>/*.npz"
 
-    def __init__(
-        self,
-        root: str = "data/dvsgesture",
-        T: int = 16,
-        split_by: str = "number",
-        size: int | None = None,
-        norm: str = "none",
-        augment: bool = False,
-        cache: bool = True,
-        cache_dir: str | None = None,
-        download: bool = False,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ):
-        super().__init__(
-            root, T, split_by, size, norm, augment, cache, cache_dir, download, batch_size, num_workers, pin_memory
-        )
+    def __init__(self, root: str = "data/dvsgesture", T: int = 16, batch_size: int = 16, **kwargs):
+        """Other arguments and their defaults: :class:`EventDataModule` (the config schema includes them)."""
+        super().__init__(root=root, T=T, batch_size=batch_size, **kwargs)
 
     def detect(self):
         for folder in (self.root / "DVSGesture", self.root):

@@ -40,24 +40,9 @@ class NMNISTDataModule(EventDataModule):
     url = "https://www.garrickorchard.com/datasets/n-mnist"
     looked_for = "NMNIST/Train/<digit>/*.bin, Train/<digit>/*.bin or events_np/train/<digit>/*.npz"
 
-    def __init__(
-        self,
-        root: str = "data/nmnist",
-        T: int = 10,
-        split_by: str = "number",
-        size: int | None = None,
-        norm: str = "none",
-        augment: bool = False,
-        cache: bool = True,
-        cache_dir: str | None = None,
-        download: bool = False,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ):
-        super().__init__(
-            root, T, split_by, size, norm, augment, cache, cache_dir, download, batch_size, num_workers, pin_memory
-        )
+    def __init__(self, root: str = "data/nmnist", batch_size: int = 128, **kwargs):
+        """Other arguments and their defaults: :class:`EventDataModule` (the config schema includes them)."""
+        super().__init__(root=root, batch_size=batch_size, **kwargs)
 
     def detect(self):
         for folder in (self.root / "NMNIST", self.root):
