@@ -1,4 +1,4 @@
-// The multi-step neurons on the CPU, from the same per-step math as the CUDA kernels (neuron_math.cuh).
+// The multi-step neurons (LIF / IF / PLIF, ternary, multi-level) on the CPU, from the same per-step math as the CUDA kernels (neuron_math.cuh).
 // Data is [T, N] contiguous float32; a call handles neurons [begin, end) in chunks of SNN_HOST_CHUNK, looping
 // over T outside and over the chunk inside, so that each step reads and writes contiguous memory.
 // Used by the CPU fused path and by the host check (snnexp/kernels/cpu.py builds it as a torch extension).
@@ -93,6 +93,135 @@ double backward_range(const float* __restrict__ grad_s, const float* __restrict_
                                                                width);
     }
     return total;
+}
+
+// ------------------------------------------------------------------------------------------- ternary
+
+// Ternary forward of one chunk of m neurons: spikes (WRITE_S) and/or H (WRITE_H), rows at t * stride.
+template <bool WRITE_S, bool WRITE_H>
+inline void ternary_forward_chunk(const float* __restrict__ x, int64_t x_stride, float* __restrict__ s,
+                                  int64_t s_stride, float* __restrict__ h, int64_t h_stride, int64_t T, int64_t m,
+                                  float decay, float v_threshold) {
+    float v[SNN_HOST_CHUNK];
+    for (int64_t j = 0; j < m; ++j) v[j] = 0.0f;
+    for (int64_t t = 0; t < T; ++t) {
+#pragma omp simd
+        for (int64_t j = 0; j < m; ++j) {
+            const float ht = decay_charge(x[t * x_stride + j], v[j], decay);
+            const float st = ternary_fire(ht, v_threshold);
+            v[j] = ternary_reset(ht, st);
+            if (WRITE_H) h[t * h_stride + j] = ht;
+            if (WRITE_S) s[t * s_stride + j] = st;
+        }
+    }
+}
+
+inline void ternary_forward_range(const float* __restrict__ x, float* __restrict__ s, int64_t T, int64_t N,
+                                  int64_t begin, int64_t end, float decay, float v_threshold) {
+    for (int64_t c = begin; c < end; c += SNN_HOST_CHUNK) {
+        const int64_t m = std::min<int64_t>(SNN_HOST_CHUNK, end - c);
+        ternary_forward_chunk<true, false>(x + c, N, s + c, N, nullptr, 0, T, m, decay, v_threshold);
+    }
+}
+
+// Backward over neurons [begin, end), recomputing each chunk's H from X (as backward_range does).
+template <bool DETACH, int SG>
+void ternary_backward_range(const float* __restrict__ grad_s, const float* __restrict__ x,
+                            float* __restrict__ grad_x, int64_t T, int64_t N, int64_t begin, int64_t end, float decay,
+                            float v_threshold, float alpha, float width) {
+    std::vector<float> h(static_cast<size_t>(T) * SNN_HOST_CHUNK);
+    float grad_v[SNN_HOST_CHUNK];
+    for (int64_t c = begin; c < end; c += SNN_HOST_CHUNK) {
+        const int64_t m = std::min<int64_t>(SNN_HOST_CHUNK, end - c);
+        ternary_forward_chunk<false, true>(x + c, N, nullptr, 0, h.data(), SNN_HOST_CHUNK, T, m, decay, v_threshold);
+        for (int64_t j = 0; j < m; ++j) grad_v[j] = 0.0f;
+        for (int64_t t = T - 1; t >= 0; --t) {
+            const float* hr = h.data() + t * SNN_HOST_CHUNK;
+            const float* gs = grad_s + t * N + c;
+            float* gx = grad_x + t * N + c;
+#pragma omp simd
+            for (int64_t j = 0; j < m; ++j) {
+                const float grad_h = ternary_grad_h<DETACH, SG>(gs[j], grad_v[j], hr[j], v_threshold, alpha, width);
+                gx[j] = grad_h;
+                grad_v[j] = grad_h * decay;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------ multi-level
+
+// Multi-level forward of one chunk: output sum_l S_l (WRITE_OUT, rows at t * out_stride) and/or H of level l
+// at h[(l * T + t) * h_stride + j] (WRITE_H).
+template <bool WRITE_OUT, bool WRITE_H>
+inline void multilevel_forward_chunk(const float* __restrict__ x, int64_t x_stride, float* __restrict__ out,
+                                     int64_t out_stride, float* __restrict__ h, int64_t h_stride, int64_t T,
+                                     int64_t m, int levels, float decay, float v_threshold, float level_spacing) {
+    float v[SNN_MAX_LEVELS][SNN_HOST_CHUNK];
+    float total[SNN_HOST_CHUNK];
+    for (int l = 0; l < levels; ++l)
+        for (int64_t j = 0; j < m; ++j) v[l][j] = 0.0f;
+    for (int64_t t = 0; t < T; ++t) {
+        for (int64_t j = 0; j < m; ++j) total[j] = 0.0f;
+        for (int l = 0; l < levels; ++l) {
+            const float theta = level_threshold(v_threshold, level_spacing, l);
+            float* vl = v[l];
+#pragma omp simd
+            for (int64_t j = 0; j < m; ++j) {
+                const float ht = decay_charge(x[t * x_stride + j], vl[j], decay);
+                const float st = fire(ht, theta);
+                vl[j] = level_reset(ht, st);
+                if (WRITE_H) h[(l * T + t) * h_stride + j] = ht;
+                total[j] += st;
+            }
+        }
+        if (WRITE_OUT)
+            for (int64_t j = 0; j < m; ++j) out[t * out_stride + j] = total[j];
+    }
+}
+
+inline void multilevel_forward_range(const float* __restrict__ x, float* __restrict__ out, int64_t T, int64_t N,
+                                     int64_t begin, int64_t end, int levels, float decay, float v_threshold,
+                                     float level_spacing) {
+    for (int64_t c = begin; c < end; c += SNN_HOST_CHUNK) {
+        const int64_t m = std::min<int64_t>(SNN_HOST_CHUNK, end - c);
+        multilevel_forward_chunk<true, false>(x + c, N, out + c, N, nullptr, 0, T, m, levels, decay, v_threshold,
+                                              level_spacing);
+    }
+}
+
+template <bool DETACH, int SG>
+void multilevel_backward_range(const float* __restrict__ grad_out, const float* __restrict__ x,
+                               float* __restrict__ grad_x, int64_t T, int64_t N, int64_t begin, int64_t end,
+                               int levels, float decay, float v_threshold, float level_spacing, float alpha,
+                               float width) {
+    std::vector<float> h(static_cast<size_t>(levels) * T * SNN_HOST_CHUNK);
+    float grad_v[SNN_MAX_LEVELS][SNN_HOST_CHUNK];
+    float gx[SNN_HOST_CHUNK];
+    for (int64_t c = begin; c < end; c += SNN_HOST_CHUNK) {
+        const int64_t m = std::min<int64_t>(SNN_HOST_CHUNK, end - c);
+        multilevel_forward_chunk<false, true>(x + c, N, nullptr, 0, h.data(), SNN_HOST_CHUNK, T, m, levels, decay,
+                                              v_threshold, level_spacing);
+        for (int l = 0; l < levels; ++l)
+            for (int64_t j = 0; j < m; ++j) grad_v[l][j] = 0.0f;
+        for (int64_t t = T - 1; t >= 0; --t) {
+            const float* go = grad_out + t * N + c;
+            for (int64_t j = 0; j < m; ++j) gx[j] = 0.0f;
+            for (int l = 0; l < levels; ++l) {
+                const float theta = level_threshold(v_threshold, level_spacing, l);
+                const float* hr = h.data() + (l * T + t) * SNN_HOST_CHUNK;
+                float* gvl = grad_v[l];
+#pragma omp simd
+                for (int64_t j = 0; j < m; ++j) {
+                    const float grad_h = level_grad_h<DETACH, SG>(go[j], gvl[j], hr[j], theta, alpha, width);
+                    gx[j] += grad_h;
+                    gvl[j] = grad_h * decay;
+                }
+            }
+            float* out = grad_x + t * N + c;
+            for (int64_t j = 0; j < m; ++j) out[j] = gx[j];
+        }
+    }
 }
 
 // Runtime flags -> template arguments: f(std::integral_constant<...>...) for every combination.

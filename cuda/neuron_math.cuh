@@ -1,4 +1,4 @@
-// Per-step math of the multi-step LIF / IF / PLIF neurons, shared by the CUDA kernels (neuron_kernels.cu),
+// Per-step math of the multi-step LIF / IF / PLIF, ternary and multi-level neurons, shared by the CUDA kernels (neuron_kernels.cu),
 // the host check and the CPU fused path (neuron_host.cuh). Compiles with nvcc / NVRTC (__CUDACC__) and g++.
 //
 // State is float32 whatever the storage dtype. Variants are template arguments (compile-time):
@@ -38,6 +38,9 @@ namespace snn {
 
 enum Kind { SNN_IF = 0, SNN_LIF = 1, SNN_PLIF = 2 };
 enum SurrogateKind { SNN_SIGMOID = 0, SNN_ATAN = 1, SNN_TRIANGLE = 2, SNN_RECTANGLE = 3, SNN_DSPIKE = 4 };
+
+// Multi-level firing keeps one membrane per level in registers: at most this many levels (the paper uses 3).
+#define SNN_MAX_LEVELS 8
 
 // ------------------------------------------------------------------------------------------ forward step
 
@@ -124,6 +127,51 @@ SNN_HD float leak_grad(float grad_h, float x, float v_prev, float v_rest) {
 template <bool HARD>
 SNN_HD float potential_from(float h, float v_threshold, float v_reset) {
     return reset<HARD>(h, fire(h, v_threshold), v_threshold, v_reset);
+}
+
+// ------------------------------------------------------------ ternary and multi-level neurons (reset to 0)
+// Ternary Spike (Guo et al., AAAI 2024) and multi-level firing (Feng et al., IJCAI 2022) both charge
+//   H[t] = decay V[t-1] + X[t]
+// and reset to 0 where they fire; dL/dV[t-1] = dL/dH[t] decay and dL/dX[t] = dL/dH[t] (summed over levels).
+// Same operation order as snnexp/neurons/ternary.py and mlf.py.
+
+SNN_HD float decay_charge(float x, float v, float decay) { return decay * v + x; }
+
+// Ternary: S[t] = sign(H[t]) Heaviside(|H[t]| - V_threshold) in {-1, 0, 1}
+SNN_HD float ternary_fire(float h, float v_threshold) {
+    if (!(SNN_FABSF(h) - v_threshold >= 0.0f)) return 0.0f;
+    return h > 0.0f ? 1.0f : (h < 0.0f ? -1.0f : 0.0f);
+}
+
+// Ternary: V[t] = H[t] (1 - |S[t]|)
+SNN_HD float ternary_reset(float h, float s) { return h * (1.0f - SNN_FABSF(s)); }
+
+// Ternary: dL/dH[t] = dL/dS[t] sg + dL/dV[t] dV[t]/dH[t], with
+//   sg    = surrogate(|H| - V_threshold) where H != 0, else 0 (d|H|/dH = sign(H) enters twice)
+//   dV/dH = (1 - |S|) - |H| |S| sg   (detach_reset: 1 - |S|)
+template <bool DETACH, int SG>
+SNN_HD float ternary_grad_h(float grad_s, float grad_v, float h, float v_threshold, float alpha, float width) {
+    const float sg = h != 0.0f ? surrogate_grad<SG>(SNN_FABSF(h) - v_threshold, alpha, width) : 0.0f;
+    const float fired = SNN_FABSF(ternary_fire(h, v_threshold));
+    const float dv_dh = DETACH ? 1.0f - fired : (1.0f - fired) - SNN_FABSF(h) * fired * sg;
+    return grad_s * sg + grad_v * dv_dh;
+}
+
+// Multi-level firing, level l: threshold theta_l = V_threshold + l level_spacing,
+// S_l[t] = Heaviside(H_l[t] - theta_l), V_l[t] = H_l[t] (1 - S_l[t]); the output is sum_l S_l[t].
+SNN_HD float level_threshold(float v_threshold, float level_spacing, int level) {
+    return v_threshold + level_spacing * (float)level;
+}
+
+SNN_HD float level_reset(float h, float s) { return h * (1.0f - s); }
+
+// dL/dH_l[t] = dL/dO[t] sg_l + dL/dV_l[t] ((1 - S_l) - H_l sg_l)   (detach_reset: 1 - S_l)
+template <bool DETACH, int SG>
+SNN_HD float level_grad_h(float grad_out, float grad_v, float h, float theta, float alpha, float width) {
+    const float sg = surrogate_grad<SG>(h - theta, alpha, width);
+    const float s = fire(h, theta);
+    const float dv_dh = DETACH ? 1.0f - s : (1.0f - s) - h * sg;
+    return grad_out * sg + grad_v * dv_dh;
 }
 
 }  // namespace snn

@@ -17,9 +17,9 @@ import torch
 
 from snnexp.kernels import check, cpu, sources
 from snnexp.kernels.variants import ARCHS, DTYPES, all_variants
-from snnexp.neurons import IF, LIF, PLIF
+from snnexp.neurons import IF, LIF, MLF, PLIF, Ternary
 from snnexp.neurons import functional as F
-from snnexp.neurons.surrogate import ATan, Dspike, Sigmoid
+from snnexp.neurons.surrogate import ATan, Dspike, Rectangle, Sigmoid, Triangle
 
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
 needs_cupy = pytest.mark.skipif(not HAS_CUPY, reason="CuPy (snnexp[cuda]) is not installed")
@@ -35,8 +35,11 @@ def test_sources_load_from_the_package_with_the_math_header_inlined():
 
 def test_every_variant_is_enumerated_once():
     variants = all_variants()
-    assert len(variants) == len(set(variants)) == 100 * len(DTYPES)
+    assert len(variants) == len(set(variants)) == 120 * len(DTYPES)
     assert not any(v.kind == "if" and v.decay_input for v in variants)
+    assert sum(v.kind in ("ternary", "mlf") for v in variants) == 20 * len(DTYPES)
+    ternary = next(v for v in variants if v.kind == "ternary" and v.detach_reset and v.surrogate == "rectangle")
+    assert ternary.name_expressions == ("snn::ternary_forward<float>", "snn::ternary_backward<float, true, 3>")
 
 
 @needs_cupy
@@ -51,7 +54,7 @@ def test_every_variant_compiles_with_nvrtc(arch):
 def test_host_compiled_step_math_equals_torch_reference_for_every_variant():
     results = check.check_host(all_variants(dtypes=(torch.float32,)))
     failed = [f"{r.variant.label}: {r.detail}" for r in results if not r.ok]
-    assert len(results) == 100 and not failed, failed[:5]
+    assert len(results) == 120 and not failed, failed[:5]
 
 
 def _compare(neuron_factory, shape=(7, 4, 33), seed=0):
@@ -108,6 +111,66 @@ def test_cpu_fused_path_handles_t1_and_non_contiguous_inputs():
     got = cpu.multistep_neuron(x, 0.5, 1.0, 0.0, True, False, Sigmoid())
     assert torch.equal(ref, got)
     assert got.shape == x.shape
+
+
+@needs_host_build
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda b: Ternary(backend=b),
+        lambda b: Ternary(decay=0.5, v_threshold=0.8, amplitude=1.7, detach_reset=True, surrogate=Sigmoid(), backend=b),
+        lambda b: MLF(backend=b),
+        lambda b: MLF(levels=8, level_spacing=0.4, decay=0.6, detach_reset=True, surrogate=Triangle(0.5), backend=b),
+    ],
+    ids=["ternary", "ternary-sigmoid-detach", "mlf", "mlf-8-levels-triangle"],
+)
+def test_cpu_fused_ternary_and_multilevel_equal_the_unrolled_reference(factory):
+    (s_ref, gx_ref, gp_ref), (s, gx, gp) = _compare(factory, shape=(9, 3, 301))
+    assert torch.equal(s, s_ref)
+    assert (s_ref < 0).any() or isinstance(factory("torch"), MLF)  # ternary: both signs are exercised
+    assert float((gx - gx_ref).abs().max() / gx_ref.abs().max()) < 1e-5  # float rounding, relative to the scale
+    for a, b in zip(gp, gp_ref):  # the ternary amplitude
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_host_build
+def test_ternary_and_multilevel_take_the_fused_path_only_where_it_applies(monkeypatch):
+    x = torch.randn(4, 2, 9)
+    assert type(Ternary()(x.requires_grad_()).grad_fn.next_functions[0][0]).__name__.startswith("FusedCpuTernary")
+    assert type(MLF()(x).grad_fn).__name__.startswith("FusedCpuMultiLevel")
+    monkeypatch.setattr(cpu, "multilevel", lambda *a: pytest.fail("9 levels must run on the reference"))
+    monkeypatch.setattr(cpu, "ternary", lambda *a: pytest.fail("float64 / backend=torch must run on the reference"))
+    MLF(levels=9)(x)
+    Ternary()(x.double())
+    Ternary(backend="torch")(x)
+
+
+@needs_host_build
+def test_cpu_fused_ternary_and_multilevel_handle_t1_and_non_contiguous_inputs():
+    x = (torch.randn(9, 6, 4) * 2).transpose(1, 2)[:1]  # T=1, non-contiguous
+    for make in (Ternary, MLF):
+        assert torch.equal(make(backend="torch")(x), make(backend="auto")(x))
+
+
+@needs_host_build
+def test_cpu_outputs_reuse_freed_buffers_without_clobbering_live_ones():
+    cpu.empty_cache()
+    lif = LIF(tau=2.0)
+    x = torch.randn(4, 512, 256)  # 2 MiB outputs: pooled
+    s1 = lif(x)
+    first = s1.clone()
+    reused = cpu.cache_stats()["reused"]
+    s2 = lif(x * 0.5)  # s1 is alive: s2 must get another buffer
+    assert s1.data_ptr() != s2.data_ptr() and torch.equal(s1, first)
+    ptr = s2.data_ptr()
+    del s2
+    assert cpu.cache_stats()["cached_bytes"] == x.numel() * 4
+    s3 = lif(x)
+    assert s3.data_ptr() == ptr and cpu.cache_stats()["reused"] == reused + 1
+    assert torch.equal(s3, first)
+    del s3
+    cpu.empty_cache()
+    assert cpu.cache_stats()["cached_bytes"] == 0
 
 
 def test_cpu_path_falls_back_with_one_warning_without_a_compiler(monkeypatch):
@@ -167,6 +230,25 @@ def test_custom_ops_have_fake_impls_and_autograd_routing_dl_dk_to_plif():
         assert kind == "lif" or k.grad is not None
 
 
+def test_ternary_and_multilevel_ops_have_fake_impls_and_autograd():
+    from snnexp.kernels import cupy_ops
+    from snnexp.kernels.variants import level_variant
+
+    x = torch.randn(4, 2, 7, device="meta", requires_grad=True)
+    code = cupy_ops.encode(level_variant("ternary", False, Rectangle(), x.dtype))
+    assert cupy_ops.decode(code, x.dtype) == level_variant("ternary", False, Rectangle(), x.dtype)
+    s, h = torch.ops.snnexp.ternary_forward(x.reshape(4, -1), code, 0.25, 0.5, 1.0, 1.0)
+    assert s.shape == h.shape == (4, 14)
+    s.sum().backward()
+    assert x.grad.shape == x.shape
+    x.grad = None
+    code = cupy_ops.encode(level_variant("mlf", True, Rectangle(), x.dtype))
+    out, h = torch.ops.snnexp.multilevel_forward(x.reshape(4, -1), code, 3, 0.25, 0.6, 1.0, 1.0, 1.0)
+    assert out.shape == (4, 14) and h.shape == (3, 4, 14)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+
+
 # ------------------------------------------------------------------------------------------------- GPU
 
 
@@ -216,3 +298,47 @@ def test_cupy_neuron_works_under_torch_compile_and_keeps_the_current_device():
     assert torch.equal(s, LIF(tau=2.0, backend="torch")(x))
     torch.library.opcheck(torch.ops.snnexp.neuron_forward.default,
                           (x.detach().reshape(4, -1), torch.zeros((), device="cuda"), 8, 0.5, 1.0, 0.0, 4.0, 1.0))
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("kind", ["ternary", "mlf"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and HAS_CUPY), reason="needs a CUDA device and CuPy")
+def test_cupy_ternary_and_multilevel_equal_the_unrolled_reference_on_gpu(kind, dtype):
+    from snnexp.neurons.surrogate import SURROGATES
+
+    for i, (surrogate, detach) in enumerate((s, d) for s in SURROGATES for d in (False, True)):
+        torch.manual_seed(i)
+        shape = (5, 3, 1001)
+        x = (torch.randn(shape, device="cuda") * 1.5 + 0.3).to(dtype)
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)  # non-contiguous
+        grad = torch.randn(shape, device="cuda").to(dtype)
+        outs = []
+        for backend in ("torch", "cupy"):
+            make = Ternary if kind == "ternary" else MLF
+            neuron = make(detach_reset=detach, surrogate=SURROGATES[surrogate](), backend=backend).to("cuda")
+            if dtype == torch.float32:  # reference in float32 for half inputs: it keeps float32 state like the kernels
+                xi = x.detach().clone().requires_grad_()
+            else:
+                xi = x.detach().float().requires_grad_()
+            s = neuron(xi if backend == "torch" else xi.to(dtype))
+            s.float().backward(grad.float())
+            outs.append((s.float(), xi.grad))
+        (s_ref, gx_ref), (s, gx) = outs
+        if dtype == torch.float32:
+            assert torch.equal(s, s_ref), (surrogate, detach)
+            assert float((gx - gx_ref).abs().max() / gx_ref.abs().max()) < 1e-5, (surrogate, detach)
+        else:  # storage rounding of H: a few spikes may flip at a threshold
+            assert float((s != s_ref).float().mean()) < 1e-2, (surrogate, detach)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and HAS_CUPY), reason="needs a CUDA device and CuPy")
+def test_cupy_ternary_and_multilevel_handle_t1_and_work_under_torch_compile():
+    x = torch.randn(1, 2, 333, device="cuda") * 2
+    for make in (Ternary, MLF):
+        assert torch.equal(make(backend="cupy").cuda()(x), make(backend="torch").cuda()(x))
+        compiled = torch.compile(make(backend="cupy").cuda(), fullgraph=True)
+        xi = torch.randn(4, 2, 300, device="cuda", requires_grad=True)
+        compiled(xi).sum().backward()
+        assert xi.grad is not None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from snnexp.kernels import sources
-from snnexp.kernels.variants import ARCHS, DTYPES, Variant, all_variants, nvrtc_options
+from snnexp.kernels.variants import ARCHS, DTYPES, LEVEL_KINDS, Variant, all_variants, nvrtc_options
 from snnexp.neurons import functional as F
 from snnexp.neurons.surrogate import SURROGATES
 
@@ -48,7 +48,7 @@ def compile_ptx(nvrtc, variants: list[Variant], arch: str) -> tuple[str, dict[st
     """Compile ``neuron_kernels.cu`` with these variants' name expressions; returns the PTX and lowered names."""
     prog = nvrtc.createProgram(sources.kernel_source(), "neuron_kernels.cu", [], [])
     try:
-        names = [n for v in variants for n in v.name_expressions]
+        names = list(dict.fromkeys(n for v in variants for n in v.name_expressions))  # forwards are shared
         for name in names:
             nvrtc.addNameExpression(prog, name)
         try:
@@ -101,6 +101,8 @@ def run_both(variant: Variant, shape=(6, 3, 37), seed=0):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(shape, generator=g) * 1.2 + 0.6).float()
     grad_s = torch.randn(shape, generator=g)
+    if variant.kind in LEVEL_KINDS:
+        return _run_both_levels(variant, x, grad_s, g)
     k = _k_for(variant.kind, g)
     v_reset = float(torch.randn((), generator=g) * 0.2) if variant.hard_reset else None
     surrogate = SURROGATES[variant.surrogate]()
@@ -113,6 +115,32 @@ def run_both(variant: Variant, shape=(6, 3, 37), seed=0):
         s = fn(xi, ki, v_threshold, v_reset, variant.decay_input, variant.detach_reset, surrogate)
         s.backward(grad_s)
         outs.append((s.detach(), xi.grad, ki.grad if isinstance(ki, torch.Tensor) else None))
+    return outs
+
+
+def _run_both_levels(variant: Variant, x, grad_s, g):
+    """Ternary / multi-level: the neuron's unrolled reference (backend="torch") against the host loops."""
+    from snnexp.kernels import cpu
+    from snnexp.neurons import MLF, Ternary
+
+    surrogate = SURROGATES[variant.surrogate]()
+    surrogate.alpha = float(surrogate.alpha * (0.6 + torch.rand((), generator=g)))
+    decay = float(0.2 + 0.6 * torch.rand((), generator=g))
+    if variant.kind == "ternary":
+        x = x - 0.6  # both signs fire
+        neuron = Ternary(decay=decay, v_threshold=0.5, learn_amplitude=False, detach_reset=variant.detach_reset,
+                         surrogate=surrogate, backend="torch")
+        fused = lambda xi: cpu.ternary(xi, decay, 0.5, variant.detach_reset, surrogate)  # noqa: E731
+    else:
+        neuron = MLF(decay=decay, v_threshold=0.4, levels=3, level_spacing=0.7, detach_reset=variant.detach_reset,
+                     surrogate=surrogate, backend="torch")
+        fused = lambda xi: cpu.multilevel(xi, 3, decay, 0.4, 0.7, variant.detach_reset, surrogate)  # noqa: E731
+    outs = []
+    for fn in (neuron, fused):
+        xi = x.clone().requires_grad_()
+        s = fn(xi)
+        s.backward(grad_s)
+        outs.append((s.detach(), xi.grad, None))
     return outs
 
 

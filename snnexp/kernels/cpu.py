@@ -1,10 +1,13 @@
-"""The CPU fused path: ``cuda/neuron_host.cuh`` (the kernels' per-step math) built as a PyTorch C++ extension.
+"""The CPU fused path: ``cuda/neuron_cpu.cpp`` (the loops of ``cuda/neuron_host.cuh`` over the kernels' per-step
+math) built as a PyTorch C++ extension, for LIF / IF / PLIF, the ternary and the multi-level neurons.
 
 One pass over ``[T, N]`` per direction, parallel over neurons (``at::parallel_for``, so ``torch.set_num_threads``
 applies), float32 only. It saves the input ``X`` (the caller's tensor, no copy) and no ``H``: the backward
 recomputes ``H`` for each chunk of neurons into a small cache-resident buffer, so the forward allocates and
-writes only the spikes. It computes the torch reference's function: spikes bit-identical, gradients equal up to
-float rounding (tests).
+writes only the spikes. Outputs of 1 MiB and more come from a cache of freed buffers (at most
+``SNNEXP_CPU_CACHE_MB``, default 1024 MiB; :func:`empty_cache` frees it), because a fresh large allocation
+page-faults on every 4 KiB page and that costs more than the neuron itself. It computes the torch reference's
+function: spikes bit-identical, gradients equal up to float rounding (tests).
 
 The build is cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``), keyed by a hash of the sources,
 and loaded once per process. Without a working C++ compiler :func:`available` is False, one warning says why, and
@@ -23,66 +26,6 @@ import torch
 from snnexp.kernels import sources
 from snnexp.kernels.variants import KINDS, SURROGATE_KINDS
 
-_CPP = r"""
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <cmath>
-#ifdef SNN_LIBMVEC  // glibc's vector expf (libmvec): lets the sigmoid surrogate's backward loop vectorize
-extern "C" {
-#pragma omp declare simd notinbranch
-float expf(float) noexcept;
-}
-#define SNN_HOST_EXPF ::expf
-#endif
-#include "neuron_host.cuh"
-
-using namespace snn::host;
-
-constexpr int64_t GRAIN = SNN_HOST_CHUNK * 4;
-
-std::vector<at::Tensor> forward(at::Tensor x, int64_t kind, bool decay_input, bool hard, double k,
-                                double v_threshold, double v_reset) {
-    TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 2, "x: contiguous float32 [T, N]");
-    const int64_t T = x.size(0), N = x.size(1);
-    auto s = at::empty_like(x);
-    const float* xp = x.data_ptr<float>();
-    float* sp = s.data_ptr<float>();
-    dispatch_kind((int)kind, [&](auto K) { return dispatch_bool(decay_input, [&](auto D) {
-        return dispatch_bool(hard, [&](auto H) {
-            at::parallel_for(0, N, GRAIN, [&](int64_t b, int64_t e) {
-                forward_range<decltype(K)::value, decltype(D)::value, decltype(H)::value>(
-                    xp, sp, T, N, b, e, (float)k, (float)v_threshold, (float)v_reset);
-            });
-            return 0; }); }); });
-    return {s};
-}
-
-std::vector<at::Tensor> backward(at::Tensor grad_s, at::Tensor x, int64_t kind, bool decay_input,
-                                 bool hard, bool detach, int64_t surrogate, double k, double v_threshold,
-                                 double v_reset, double alpha, double width) {
-    TORCH_CHECK(grad_s.scalar_type() == at::kFloat && grad_s.is_contiguous() && x.is_contiguous(), "float32 [T, N]");
-    const int64_t T = x.size(0), N = x.size(1);
-    auto grad_x = at::empty_like(x);
-    const float *gp = grad_s.data_ptr<float>(), *xp = x.data_ptr<float>();
-    float* gxp = grad_x.data_ptr<float>();
-    const int64_t chunks = (N + GRAIN - 1) / GRAIN;
-    std::vector<double> partial(std::max<int64_t>(chunks, 1), 0.0);
-    dispatch_kind((int)kind, [&](auto K) { return dispatch_bool(decay_input, [&](auto D) {
-        return dispatch_bool(hard, [&](auto H) { return dispatch_bool(detach, [&](auto R) {
-            return dispatch_surrogate((int)surrogate, [&](auto S) {
-                at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-                    for (int64_t c = cb; c < ce; ++c)
-                        partial[c] = backward_range<decltype(K)::value, decltype(D)::value, decltype(H)::value,
-                                                    decltype(R)::value, decltype(S)::value>(
-                            gp, xp, gxp, T, N, c * GRAIN, std::min(N, (c + 1) * GRAIN), (float)k,
-                            (float)v_threshold, (float)v_reset, (float)alpha, (float)width);
-                });
-                return 0; }); }); }); }); });
-    double grad_k = 0.0;
-    for (double p : partial) grad_k += p;
-    return {grad_x, at::scalar_tensor(grad_k, at::kDouble)};
-}
-"""
 
 # IEEE float semantics are kept (no -ffast-math, no FMA contraction: spikes equal the reference bit for bit);
 # -fno-trapping-math only lets GCC if-convert the Heaviside so that the loops over neurons vectorize.
@@ -99,25 +42,35 @@ LDFLAGS = ("-fopenmp",) + (("-lmvec",) if _LIBMVEC else ())
 @functools.cache
 def extension():
     """Build (or load from the cache) and import the extension; raises if it cannot be built."""
+    import hashlib
+
     from torch.utils import cpp_extension
 
     with sources.source_dir() as cuda_dir:
-        name = "snnexp_neurons_cpu_" + sources.digest(sources.MATH_HEADER, sources.HOST_HEADER) + _cpp_hash()
-        return cpp_extension.load_inline(
+        flags = hashlib.sha256(" ".join(CFLAGS + LDFLAGS).encode()).hexdigest()[:6]
+        name = "snnexp_neurons_cpu_" + sources.digest(sources.MATH_HEADER, sources.HOST_HEADER, sources.CPU_SOURCE) + flags
+        module = cpp_extension.load(
             name=name,
-            cpp_sources=_CPP,
-            functions=["forward", "backward"],
+            sources=[str(cuda_dir / sources.CPU_SOURCE)],
             extra_include_paths=[str(cuda_dir)],
             extra_cflags=list(CFLAGS),
             extra_ldflags=list(LDFLAGS),
             verbose=bool(os.environ.get("SNNEXP_VERBOSE_BUILD")),
         )
+    module.pool_set_cap(int(float(os.environ.get("SNNEXP_CPU_CACHE_MB", "1024")) * 2**20))
+    return module
 
 
-def _cpp_hash() -> str:
-    import hashlib
+def empty_cache() -> None:
+    """Free the cached output buffers of the CPU path (like ``torch.cuda.empty_cache``)."""
+    if available():
+        extension().pool_release()
 
-    return hashlib.sha256((_CPP + " ".join(CFLAGS + LDFLAGS)).encode()).hexdigest()[:6]
+
+def cache_stats() -> dict[str, int]:
+    """The output-buffer cache: bytes and buffers held free, its cap in bytes, and how many outputs reused one."""
+    cached, buffers, cap, reused = extension().pool_stats()
+    return {"cached_bytes": cached, "cached_buffers": buffers, "cap_bytes": cap, "reused": reused}
 
 
 @functools.cache
@@ -169,7 +122,7 @@ class FusedCpuNeuron(torch.autograd.Function):
         k_value = 0.0 if k is None else float(k.detach().float().item() if kind == "plif" else k)
         shape = x_seq.shape
         x2 = x_seq.detach().reshape(shape[0], -1).contiguous()
-        (s,) = extension().forward(
+        s = extension().forward(
             x2, KINDS[kind], decay_input, v_reset is not None, k_value, float(v_threshold),
             0.0 if v_reset is None else float(v_reset),
         )
@@ -197,3 +150,63 @@ class FusedCpuNeuron(torch.autograd.Function):
 def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate):
     """The fused CPU path; same signature and function as ``snnexp.neurons.functional.multistep_torch``."""
     return FusedCpuNeuron.apply(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
+
+
+def _as_rows(x_seq: torch.Tensor) -> torch.Tensor:
+    """``[T, ...] -> [T, N]`` contiguous float32 (no copy when it already is)."""
+    return x_seq.detach().reshape(x_seq.shape[0], -1).contiguous()
+
+
+def _surrogate_args(surrogate) -> tuple[int, float, float]:
+    return SURROGATE_KINDS[surrogate.name], float(surrogate.alpha), float(getattr(surrogate, "width", 1.0))
+
+
+class FusedCpuTernary(torch.autograd.Function):
+    """Ternary neuron (unit spikes ``{-1, 0, 1}``, before the amplitude) on the CPU; see ``snnexp.neurons.Ternary``."""
+
+    @staticmethod
+    def forward(ctx, x_seq, decay, v_threshold, detach_reset, surrogate):
+        x2 = _as_rows(x_seq)
+        s = extension().ternary_forward(x2, float(decay), float(v_threshold))
+        ctx.meta = (float(decay), float(v_threshold), bool(detach_reset), _surrogate_args(surrogate), x_seq.shape)
+        ctx.save_for_backward(x2)
+        return s.reshape(x_seq.shape)
+
+    @staticmethod
+    def backward(ctx, grad_s):
+        decay, v_threshold, detach, (sg, alpha, width), shape = ctx.meta
+        (x2,) = ctx.saved_tensors
+        grad_x = extension().ternary_backward(grad_s.reshape(x2.shape).float().contiguous(), x2, detach, sg, decay,
+                                              v_threshold, alpha, width)
+        return grad_x.reshape(shape), None, None, None, None
+
+
+class FusedCpuMultiLevel(torch.autograd.Function):
+    """Multi-level firing neuron (output ``sum_l S_l``) on the CPU; see ``snnexp.neurons.MLF``."""
+
+    @staticmethod
+    def forward(ctx, x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate):
+        x2 = _as_rows(x_seq)
+        scalars = (int(levels), float(decay), float(v_threshold), float(level_spacing))
+        out = extension().multilevel_forward(x2, *scalars)
+        ctx.meta = (scalars, bool(detach_reset), _surrogate_args(surrogate), x_seq.shape)
+        ctx.save_for_backward(x2)
+        return out.reshape(x_seq.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (levels, decay, v_threshold, spacing), detach, (sg, alpha, width), shape = ctx.meta
+        (x2,) = ctx.saved_tensors
+        grad_x = extension().multilevel_backward(grad_out.reshape(x2.shape).float().contiguous(), x2, levels, detach,
+                                                 sg, decay, v_threshold, spacing, alpha, width)
+        return grad_x.reshape(shape), None, None, None, None, None, None
+
+
+def ternary(x_seq, decay, v_threshold, detach_reset, surrogate):
+    """Ternary spikes ``{-1, 0, 1}`` of ``x_seq [T, ...]`` (the amplitude is applied by the caller)."""
+    return FusedCpuTernary.apply(x_seq, decay, v_threshold, detach_reset, surrogate)
+
+
+def multilevel(x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate):
+    """Multi-level firing output ``sum_l S_l`` of ``x_seq [T, ...]``."""
+    return FusedCpuMultiLevel.apply(x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate)

@@ -7,6 +7,13 @@ Ops (all tensors ``[T, N]`` contiguous; scalars are op arguments, so changing th
     snnexp::neuron_forward(x, k_param, code, k, v_threshold, v_reset, alpha, width) -> (spikes, h)
     snnexp::neuron_backward(grad_s, h, x, code, k, v_threshold, v_reset, alpha, width) -> (grad_x, grad_k)
 
+and for the ternary and multi-level neurons (``h`` of the multi-level neuron is ``[levels, T, N]``):
+
+    snnexp::ternary_forward(x, code, decay, v_threshold) -> (spikes, h)
+    snnexp::ternary_backward(grad_s, h, code, decay, v_threshold, alpha, width) -> grad_x
+    snnexp::multilevel_forward(x, code, levels, decay, v_threshold, level_spacing) -> (out, h)
+    snnexp::multilevel_backward(grad_out, h, code, levels, decay, v_threshold, level_spacing, alpha, width) -> grad_x
+
 ``code`` is the integer code of :class:`~snnexp.kernels.variants.Variant` minus its dtype (the dtype is the
 tensors'). ``k`` is a float argument (PLIF reads ``sigmoid(w)`` once per call); PLIF's leak tensor is passed
 too, only to receive dL/dk. CuPy is imported on first launch; ``snnexp.kernels.cupy_available`` tries it first.
@@ -19,9 +26,10 @@ import threading
 
 import torch
 
-from snnexp.kernels import sources
 from importlib import import_module
-from snnexp.kernels.variants import DTYPES, KINDS, SURROGATE_KINDS, Variant, variant_for
+
+from snnexp.kernels import sources
+from snnexp.kernels.variants import DTYPES, KINDS, LEVEL_KINDS, SURROGATE_KINDS, Variant, level_variant, variant_for
 
 
 @functools.cache
@@ -33,14 +41,15 @@ def _cupy():
 BLOCK = 256
 _lock = threading.Lock()
 _SURROGATE_NAMES = {v: k for k, v in SURROGATE_KINDS.items()}
-_KIND_NAMES = {v: k for k, v in KINDS.items()}
+_KIND_CODES = {**KINDS, **{kind: len(KINDS) + i for i, kind in enumerate(LEVEL_KINDS)}}
+_KIND_NAMES = {v: k for k, v in _KIND_CODES.items()}
 
 
 # -------------------------------------------------------------------------------------------- variants
 
 
 def encode(v: Variant) -> int:
-    return (((KINDS[v.kind] * 2 + v.hard_reset) * 2 + v.detach_reset) * 2 + v.decay_input) * 8 + SURROGATE_KINDS[
+    return (((_KIND_CODES[v.kind] * 2 + v.hard_reset) * 2 + v.detach_reset) * 2 + v.decay_input) * 8 + SURROGATE_KINDS[
         v.surrogate
     ]
 
@@ -73,7 +82,7 @@ def kernels(variant: Variant, device_index: int):
                             "-std=c++17", "--fmad=false", f"-DSNN_BLOCK={BLOCK}",
                             *(f"-I{d}" for d in sources.cuda_include_dirs()),
                         ),
-                        name_expressions=list(variant.name_expressions),
+                        name_expressions=list(dict.fromkeys(variant.name_expressions)),
                     )
                     found = (module.get_function(variant.forward_name), module.get_function(variant.backward_name))
                 _modules[key] = found
@@ -163,6 +172,118 @@ def _backward(ctx, grad_s, grad_h):
 torch.library.register_autograd("snnexp::neuron_forward", _backward, setup_context=_setup_context)
 
 
+# ------------------------------------------------------------------------------ ternary and multi-level ops
+# The forward ops take the surrogate's (alpha, width) too, unused there, so that autograd hands them to backward.
+
+
+@torch.library.custom_op("snnexp::ternary_forward", mutates_args=())
+def ternary_forward(x: torch.Tensor, code: int, decay: float, v_threshold: float, alpha: float,
+                    width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [T, N] -> (spikes in {-1, 0, 1}, h)``."""
+    x = x.contiguous()
+    s, h = torch.empty_like(x), torch.empty_like(x)
+    T, n = x.shape
+    if x.numel():
+        cupy = _cupy()
+        fwd, _ = kernels(decode(code, x.dtype), _index(x.device))
+        _launch(fwd, x.device, n, (_ptr(x), _ptr(s), _ptr(h), cupy.int32(T), cupy.int64(n), cupy.float32(decay),
+                                   cupy.float32(v_threshold)))
+    return s, h
+
+
+@ternary_forward.register_fake
+def _(x, code, decay, v_threshold, alpha, width):
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+@torch.library.custom_op("snnexp::ternary_backward", mutates_args=())
+def ternary_backward(grad_s: torch.Tensor, h: torch.Tensor, code: int, decay: float, v_threshold: float,
+                     alpha: float, width: float) -> torch.Tensor:
+    """``(dL/dS, H) -> dL/dX``."""
+    grad_s, h = grad_s.to(h.dtype).contiguous(), h.contiguous()
+    grad_x = torch.empty_like(h)
+    T, n = h.shape
+    if h.numel():
+        cupy = _cupy()
+        _, bwd = kernels(decode(code, h.dtype), _index(h.device))
+        _launch(bwd, h.device, n, (_ptr(grad_s), _ptr(h), _ptr(grad_x), cupy.int32(T), cupy.int64(n),
+                                   cupy.float32(decay), cupy.float32(v_threshold), cupy.float32(alpha),
+                                   cupy.float32(width)))
+    return grad_x
+
+
+@ternary_backward.register_fake
+def _(grad_s, h, code, decay, v_threshold, alpha, width):
+    return torch.empty_like(h)
+
+
+def _ternary_setup(ctx, inputs, output):
+    ctx.params = inputs[1:]  # code, decay, v_threshold, alpha, width
+    ctx.save_for_backward(output[1])
+
+
+def _ternary_backward(ctx, grad_s, grad_h):
+    (h,) = ctx.saved_tensors
+    return ternary_backward(grad_s, h, *ctx.params), None, None, None, None, None
+
+
+torch.library.register_autograd("snnexp::ternary_forward", _ternary_backward, setup_context=_ternary_setup)
+
+
+@torch.library.custom_op("snnexp::multilevel_forward", mutates_args=())
+def multilevel_forward(x: torch.Tensor, code: int, levels: int, decay: float, v_threshold: float,
+                       level_spacing: float, alpha: float, width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [T, N] -> (sum_l S_l [T, N], h [levels, T, N])``."""
+    x = x.contiguous()
+    out, h = torch.empty_like(x), x.new_empty((levels, *x.shape))
+    T, n = x.shape
+    if x.numel():
+        cupy = _cupy()
+        fwd, _ = kernels(decode(code, x.dtype), _index(x.device))
+        _launch(fwd, x.device, n, (_ptr(x), _ptr(out), _ptr(h), cupy.int32(T), cupy.int64(n), cupy.int32(levels),
+                                   cupy.float32(decay), cupy.float32(v_threshold), cupy.float32(level_spacing)))
+    return out, h
+
+
+@multilevel_forward.register_fake
+def _(x, code, levels, decay, v_threshold, level_spacing, alpha, width):
+    return torch.empty_like(x), x.new_empty((levels, *x.shape))
+
+
+@torch.library.custom_op("snnexp::multilevel_backward", mutates_args=())
+def multilevel_backward(grad_out: torch.Tensor, h: torch.Tensor, code: int, levels: int, decay: float,
+                        v_threshold: float, level_spacing: float, alpha: float, width: float) -> torch.Tensor:
+    """``(dL/dO, H [levels, T, N]) -> dL/dX [T, N]``."""
+    grad_out, h = grad_out.to(h.dtype).contiguous(), h.contiguous()
+    grad_x = torch.empty_like(grad_out)
+    T, n = grad_out.shape
+    if grad_out.numel():
+        cupy = _cupy()
+        _, bwd = kernels(decode(code, h.dtype), _index(h.device))
+        _launch(bwd, h.device, n, (_ptr(grad_out), _ptr(h), _ptr(grad_x), cupy.int32(T), cupy.int64(n),
+                                   cupy.int32(levels), cupy.float32(decay), cupy.float32(v_threshold),
+                                   cupy.float32(level_spacing), cupy.float32(alpha), cupy.float32(width)))
+    return grad_x
+
+
+@multilevel_backward.register_fake
+def _(grad_out, h, code, levels, decay, v_threshold, level_spacing, alpha, width):
+    return torch.empty_like(grad_out, dtype=h.dtype)
+
+
+def _multilevel_setup(ctx, inputs, output):
+    ctx.params = inputs[1:]  # code, levels, decay, v_threshold, level_spacing, alpha, width
+    ctx.save_for_backward(output[1])
+
+
+def _multilevel_backward(ctx, grad_out, grad_h):
+    (h,) = ctx.saved_tensors
+    return (multilevel_backward(grad_out, h, *ctx.params),) + (None,) * 7
+
+
+torch.library.register_autograd("snnexp::multilevel_forward", _multilevel_backward, setup_context=_multilevel_setup)
+
+
 def _index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
@@ -173,11 +294,7 @@ def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, 
     PLIF reads ``k = sigmoid(w)`` on the host once per call (one device sync; a graph break under
     ``torch.compile``); LIF / IF pass their constants straight through.
     """
-    if x_seq.dtype not in DTYPES:
-        raise TypeError(f"the CuPy neuron kernels take float32, float16 or bfloat16 inputs, got {x_seq.dtype}; "
-                        "cast the input or set the neuron's backend=torch")
-    if not x_seq.is_cuda:
-        raise ValueError(f"the CuPy neuron kernels run on CUDA tensors, got {x_seq.device}")
+    _check_tensor(x_seq)
     kind = "if" if k is None else ("plif" if isinstance(k, torch.Tensor) else "lif")
     variant = variant_for(kind, v_reset, detach_reset, decay_input, surrogate, x_seq.dtype)
     if kind == "plif":
@@ -191,3 +308,29 @@ def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, 
     )
     return s.reshape(shape)
 
+
+def _check_tensor(x_seq: torch.Tensor) -> None:
+    if x_seq.dtype not in DTYPES:
+        raise TypeError(f"the CuPy neuron kernels take float32, float16 or bfloat16 inputs, got {x_seq.dtype}; "
+                        "cast the input or set the neuron's backend=torch")
+    if not x_seq.is_cuda:
+        raise ValueError(f"the CuPy neuron kernels run on CUDA tensors, got {x_seq.device}")
+
+
+def ternary(x_seq, decay, v_threshold, detach_reset, surrogate):
+    """Ternary spikes ``{-1, 0, 1}`` of ``x_seq [T, ...]`` on CUDA (the amplitude is applied by the caller)."""
+    _check_tensor(x_seq)
+    code = encode(level_variant("ternary", detach_reset, surrogate, x_seq.dtype))
+    s, _ = ternary_forward(x_seq.reshape(x_seq.shape[0], -1), code, float(decay), float(v_threshold),
+                           float(surrogate.alpha), float(getattr(surrogate, "width", 1.0)))
+    return s.reshape(x_seq.shape)
+
+
+def multilevel(x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate):
+    """Multi-level firing output ``sum_l S_l`` of ``x_seq [T, ...]`` on CUDA (at most SNN_MAX_LEVELS = 8 levels)."""
+    _check_tensor(x_seq)
+    code = encode(level_variant("mlf", detach_reset, surrogate, x_seq.dtype))
+    out, _ = multilevel_forward(x_seq.reshape(x_seq.shape[0], -1), code, int(levels), float(decay),
+                                float(v_threshold), float(level_spacing), float(surrogate.alpha),
+                                float(getattr(surrogate, "width", 1.0)))
+    return out.reshape(x_seq.shape)

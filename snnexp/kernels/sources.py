@@ -18,9 +18,11 @@ import re
 from pathlib import Path
 
 import snnexp
+
 MATH_HEADER = "neuron_math.cuh"
 KERNELS = "neuron_kernels.cu"
 HOST_HEADER = "neuron_host.cuh"
+CPU_SOURCE = "neuron_cpu.cpp"
 
 _LOCAL_INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$', re.MULTILINE)
 

@@ -253,3 +253,26 @@ def multistep_neuron(
 
         return multistep_cpu(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
     return multistep_torch(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
+
+
+def fused_kernels(backend: str, x_seq: torch.Tensor, surrogate: Surrogate):
+    """The kernels that run a ternary or multi-level neuron call, or None for the unrolled torch reference.
+
+    ``snnexp.kernels.cupy_ops`` for ``"cupy"`` (and ``"auto"`` on CUDA tensors when CuPy is there) with float32 /
+    float16 / bfloat16 inputs; ``snnexp.kernels.cpu`` for ``"auto"`` on float32 CPU tensors. Both modules provide
+    ``ternary(x_seq, decay, v_threshold, detach_reset, surrogate)`` and
+    ``multilevel(x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate)``.
+    """
+    if resolve_backend(backend, x_seq) == "cupy":
+        from snnexp.kernels.variants import DTYPES, SURROGATE_KINDS
+
+        if x_seq.dtype in DTYPES and getattr(surrogate, "name", None) in SURROGATE_KINDS:
+            from snnexp.kernels import cupy_ops
+
+            return cupy_ops
+        return None
+    if backend == "auto" and _cpu_fused_supports(x_seq, None, surrogate):
+        from snnexp.kernels import cpu
+
+        return cpu
+    return None

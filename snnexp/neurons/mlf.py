@@ -16,6 +16,10 @@ surrogates tile ``[V_threshold - a/2, V_threshold + (K - 1/2) a]``: the useful g
 Differences we chose: the framework's ``Heaviside(0) = 1`` (the code fires at ``u > theta``; measure zero);
 the gradient flows through ``S_k`` in the reset as in the code (``detach_reset=False``).
 
+``backend``: "auto" runs the fused kernels (CuPy on CUDA tensors, the C++ extension on float32 CPU tensors; see
+``snnexp.kernels``) for up to ``SNN_MAX_LEVELS = 8`` levels, "torch" the unrolled reference, "cupy" the CUDA
+kernels only.
+
 State for :meth:`MLF.step`: ``V`` has a leading level axis, ``[K, *X[t].shape]``.
 """
 
@@ -26,6 +30,8 @@ import torch
 from snnexp.neurons import functional as F
 from snnexp.neurons.base import MultiStepNeuron
 from snnexp.neurons.surrogate import Rectangle, Surrogate
+
+MAX_FUSED_LEVELS = 8  # SNN_MAX_LEVELS in cuda/neuron_math.cuh: more levels run on the unrolled reference
 
 
 class MLF(MultiStepNeuron):
@@ -39,10 +45,11 @@ class MLF(MultiStepNeuron):
         level_spacing: float = 1.0,
         detach_reset: bool = False,
         surrogate: Surrogate | str | None = None,
+        backend: str = "auto",
     ):
         if surrogate is None:  # the official rectangle of width a = level_spacing
             surrogate = Rectangle(alpha=float(level_spacing))
-        super().__init__(v_threshold, 0.0, detach_reset, surrogate, backend="torch")
+        super().__init__(v_threshold, 0.0, detach_reset, surrogate, backend)
         if self.v_threshold <= 0:
             raise ValueError(f"MLF: v_threshold must be > 0, got {self.v_threshold}")
         levels, level_spacing, decay = int(levels), float(level_spacing), float(decay)
@@ -83,8 +90,18 @@ class MLF(MultiStepNeuron):
         s = self.fire(h)
         return s.sum(0), self.reset(h, s)
 
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """``x_seq [T, B, ...] -> sum_k S_k [T, B, ...]``, from rest; fused kernels where ``backend`` allows."""
+        x_seq = self._check_input(x_seq)
+        kernels = F.fused_kernels(self.backend, x_seq, self.surrogate) if self.levels <= MAX_FUSED_LEVELS else None
+        if kernels is None:
+            return super().forward(x_seq)
+        return kernels.multilevel(x_seq, self.levels, self.decay, self.v_threshold, self.level_spacing,
+                                  self.detach_reset, self.surrogate)
+
     def extra_repr(self) -> str:
         return (
             f"decay={self.decay}, v_threshold={self.v_threshold}, levels={self.levels}, "
-            f"level_spacing={self.level_spacing}, detach_reset={self.detach_reset}, surrogate={self.surrogate!r}"
+            f"level_spacing={self.level_spacing}, detach_reset={self.detach_reset}, surrogate={self.surrogate!r}, "
+            f"backend={self.backend!r}"
         )

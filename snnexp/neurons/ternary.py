@@ -15,6 +15,9 @@ paper's ``V_threshold = 0.5`` is exactly 1 on ``|H| < 1`` (the boundaries ``|H| 
 measure zero and differ: ours gives 0 there). The gradient flows through ``S`` in the reset, as in the
 official code (``detach_reset=False``). The released code fixes ``a = 1``; the paper learns it (default here).
 
+``backend``: "auto" runs the fused kernels (CuPy on CUDA tensors, the C++ extension on float32 CPU tensors; see
+``snnexp.kernels``), "torch" the unrolled reference below, "cupy" the CUDA kernels only.
+
 For inference, :func:`fold_ternary_amplitudes` moves every ``a`` into the weights of the next layer, so the
 network runs on unit ternary spikes with the same outputs.
 """
@@ -41,10 +44,11 @@ class Ternary(MultiStepNeuron):
         learn_amplitude: bool = True,
         detach_reset: bool = False,
         surrogate: Surrogate | str | None = None,
+        backend: str = "auto",
     ):
         if surrogate is None:  # the paper's clipped straight-through estimator
             surrogate = Rectangle(alpha=2.0 * float(v_threshold))
-        super().__init__(v_threshold, 0.0, detach_reset, surrogate, backend="torch")
+        super().__init__(v_threshold, 0.0, detach_reset, surrogate, backend)
         if self.v_threshold <= 0:
             raise ValueError(f"Ternary: v_threshold must be > 0, got {self.v_threshold}")
         decay = float(decay)
@@ -79,11 +83,20 @@ class Ternary(MultiStepNeuron):
         s = self.fire(h)
         return s * self.amplitude.to(s.dtype), self.reset(h, s)
 
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """``x_seq [T, B, ...] -> a S [T, B, ...]``, from rest; fused kernels where ``backend`` allows."""
+        x_seq = self._check_input(x_seq)
+        kernels = F.fused_kernels(self.backend, x_seq, self.surrogate)
+        if kernels is None:
+            return super().forward(x_seq)
+        s = kernels.ternary(x_seq, self.decay, self.v_threshold, self.detach_reset, self.surrogate)
+        return s * self.amplitude.to(s.dtype)
+
     def extra_repr(self) -> str:
         return (
             f"decay={self.decay}, v_threshold={self.v_threshold}, amplitude={self.amplitude.item():.4g}, "
             f"learn_amplitude={isinstance(self.amplitude, nn.Parameter)}, detach_reset={self.detach_reset}, "
-            f"surrogate={self.surrogate!r}"
+            f"surrogate={self.surrogate!r}, backend={self.backend!r}"
         )
 
 
