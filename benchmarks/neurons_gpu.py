@@ -185,6 +185,33 @@ def worker(impl: str, quick: bool, repeat: int) -> None:
 # ------------------------------------------------------------------------------------------------------ main
 
 
+def print_table(rows: list[dict], bw: float) -> None:
+    """One line per (neuron, dtype, shape, implementation); bandwidth as a fraction of the copy's ``bw`` GB/s."""
+    print(f"\n{'neuron':<6} {'dtype':<9} {'shape':<18} {'impl':<20} {'fwd ms':>8} {'f+b ms':>8} {'peak MiB':>9} "
+          f"{'fwd bw':>7} {'bwd bw':>7}  {'f+b speed-up of snnexp cupy':>28}")
+    timed = {(r["impl"], r["neuron"], r["dtype"], str(r["shape"])): r for r in rows if "fwd_bwd_ms" in r}
+    rows.sort(key=lambda r: (r.get("neuron", ""), r.get("dtype", ""), r.get("shape", [0, 0, 0])[2],
+                             r.get("shape", [0])[0], IMPLS.index(r["impl"])))
+    for r in rows:
+        if "shape" not in r:
+            print(f"{'':<6} {'':<9} {'':<18} {r['impl']:<20} {r['skipped']}")
+            continue
+        head = f"{r['neuron']:<6} {r['dtype']:<9} {str(r['shape']):<18} {r['impl']:<20}"
+        if "skipped" in r:
+            print(f"{head} {r['skipped']}")
+            continue
+        ratios = []
+        if r["impl"] == "snnexp cupy":
+            for peer in ("SJ 0.0.0.0.14 cupy", "SJ 2.0"):
+                other = timed.get((peer, r["neuron"], r["dtype"], str(r["shape"])))
+                if other:
+                    ratios.append(f"{other['fwd_bwd_ms'] / r['fwd_bwd_ms']:.2f}x vs {peer.split()[1]}")
+        print(f"{head} {r['fwd_ms']:>8.3f} {r['fwd_bwd_ms']:>8.3f} {r['peak_mib']:>9.0f} "
+              f"{r['fwd_gbs'] / bw:>6.0%} {r['bwd_gbs'] / bw:>6.0%}  {', '.join(ratios):>28}")
+
+
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="only [T, 64, 2^16], T in {4, 8}")
@@ -221,18 +248,7 @@ def main(argv=None) -> int:
         for r in got:
             (on_rows if r.pop("open_neuromorphic", False) else rows).append(r)
 
-    print(f"\n{'neuron':<6} {'dtype':<9} {'shape':<18} {'impl':<20} {'fwd ms':>8} {'f+b ms':>8} {'peak MiB':>9} "
-          f"{'fwd bw':>7} {'bwd bw':>7}")
-    for r in rows:
-        if "shape" not in r:
-            print(f"{'':<6} {'':<9} {'':<18} {r['impl']:<20} {r['skipped']}")
-            continue
-        head = f"{r['neuron']:<6} {r['dtype']:<9} {str(r['shape']):<18} {r['impl']:<20}"
-        if "skipped" in r:
-            print(f"{head} {r['skipped']}")
-        else:
-            print(f"{head} {r['fwd_ms']:>8.3f} {r['fwd_bwd_ms']:>8.3f} {r['peak_mib']:>9.0f} "
-                  f"{r['fwd_gbs'] / bw:>6.0%} {r['bwd_gbs'] / bw:>6.0%}")
+    print_table(rows, bw)
     print("\nbw: achieved DRAM traffic of the neuron pass as a fraction of the measured copy "
           "(bwd = (fwd+bwd - fwd) time; for peers, their own traffic may be larger than the 3 tensors counted)")
     print("\nOpen Neuromorphic setting: Linear(16384, 16384) + LIF, B=16, T=500, fp32, ATan, forward+backward")
