@@ -249,6 +249,71 @@ def test_ternary_and_multilevel_ops_have_fake_impls_and_autograd():
     assert x.grad.shape == x.shape
 
 
+def _kernel_signatures() -> dict[str, list[str]]:
+    """Each kernel's parameter types from neuron_kernels.cu, as the CuPy scalar type its argument must have."""
+    import re
+
+    found = {}
+    for name, params in re.findall(r"__global__ void __launch_bounds__\(SNN_BLOCK\) (\w+)\((.*?)\)\s*\{",
+                                   sources.read("neuron_kernels.cu"), re.S):
+        kinds = []
+        for param in params.split(","):
+            kinds.append("uint64" if "*" in param else "int64" if "long long" in param
+                         else "int32" if "int " in param else "float32")
+        found[name] = kinds
+    return found
+
+
+def test_every_op_launches_its_kernel_with_the_argument_types_of_the_cuda_signature(monkeypatch):
+    """The GPU path without a GPU: run each custom op with a recording stand-in for CuPy and compare the kernel
+    arguments (pointer / int32 / int64 / float32, in order) with the parameter list in neuron_kernels.cu."""
+    import contextlib
+    import types
+
+    from snnexp.kernels import cupy_ops
+    from snnexp.kernels.variants import level_variant, variant_for
+
+    typed = lambda kind: (lambda value: (kind, value))  # noqa: E731
+    fake = types.SimpleNamespace(uint64=typed("uint64"), int32=typed("int32"), int64=typed("int64"),
+                                 float32=typed("float32"), cuda=types.SimpleNamespace(
+                                     Device=lambda index: contextlib.nullcontext(),
+                                     ExternalStream=lambda ptr, index: None))
+    launched = []
+
+    def kernels(variant, index):
+        names = [n.split("<")[0].removeprefix("snn::") for n in variant.name_expressions]
+        return tuple((lambda grid, block, args, stream=None, name=name: launched.append((name, grid, args)))
+                     for name in names)
+
+    monkeypatch.setattr(cupy_ops, "_cupy", lambda: fake)
+    monkeypatch.setattr(cupy_ops, "kernels", kernels)
+    monkeypatch.setattr(cupy_ops, "_index", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda index: types.SimpleNamespace(cuda_stream=0))
+    x = torch.randn(3, 600)
+    lif = cupy_ops.encode(variant_for("plif", 0.0, False, True, Sigmoid(), x.dtype))
+    s, h = cupy_ops.neuron_forward(x, torch.tensor(0.5), lif, 0.5, 1.0, 0.0, 4.0, 1.0)
+    cupy_ops.neuron_backward(x, h, x, lif, 0.5, 1.0, 0.0, 4.0, 1.0)
+    ternary = cupy_ops.encode(level_variant("ternary", False, Rectangle(), x.dtype))
+    s, h = cupy_ops.ternary_forward(x, ternary, 0.25, 0.5, 1.0, 1.0)
+    cupy_ops.ternary_backward(x, h, ternary, 0.25, 0.5, 1.0, 1.0)
+    mlf = cupy_ops.encode(level_variant("mlf", True, Rectangle(), x.dtype))
+    out, h = cupy_ops.multilevel_forward(x, mlf, 3, 0.25, 0.6, 1.0, 1.0, 1.0)
+    assert h.shape == (3, 3, 600)
+    cupy_ops.multilevel_backward(x, h, mlf, 3, 0.25, 0.6, 1.0, 1.0, 1.0)
+
+    signatures = _kernel_signatures()
+    assert len(signatures) == 6 and [name for name, _, _ in launched] == [
+        "multistep_forward", "multistep_backward", "ternary_forward", "ternary_backward", "multilevel_forward",
+        "multilevel_backward"]
+    for name, grid, args in launched:
+        assert [kind for kind, _ in args] == signatures[name], name
+        assert grid == ((600 + cupy_ops.BLOCK - 1) // cupy_ops.BLOCK,)
+        ints = [value for kind, value in args if kind in ("int32", "int64")]
+        assert ints[:2] == [3, 600], name  # T, then N
+    assert launched[4][2][5] == ("int32", 3)  # levels, after the pointers, T and N
+    assert launched[1][2][2][1] == x.data_ptr()  # PLIF with decay_input reads X
+
+
 # ------------------------------------------------------------------------------------------------- GPU
 
 

@@ -89,17 +89,22 @@ def kernels(variant: Variant, device_index: int):
     return found
 
 
-def _launch(kernel, device: torch.device, n: int, args) -> None:
-    index = _index(device)
+def _launch(code: int, like: torch.Tensor, backward: bool, tensors, T: int, n: int, *scalars) -> None:
+    """Launch the forward or backward kernel of variant ``code`` (dtype of ``like``) over ``n`` neurons on torch's
+    current stream. Kernel arguments: the tensors' pointers (None: a null pointer), ``T`` (int32), ``n`` (int64),
+    then the scalars (int -> int32, float -> float32)."""
+    if T == 0 or n == 0:
+        return
     cupy = _cupy()
+    index = _index(like.device)
+    kernel = kernels(decode(code, like.dtype), index)[int(backward)]
+    args = (
+        *(cupy.uint64(0 if t is None else t.data_ptr()) for t in tensors), cupy.int32(T), cupy.int64(n),
+        *(cupy.int32(v) if isinstance(v, int) else cupy.float32(v) for v in scalars),
+    )
     with cupy.cuda.Device(index):  # restores the previous current device on exit
         stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
-        grid = ((n + BLOCK - 1) // BLOCK,)
-        kernel(grid, (BLOCK,), args, stream=stream)
-
-
-def _ptr(t: torch.Tensor):
-    return _cupy().uint64(t.data_ptr())  # a pointer argument, as a 64-bit integer
+        kernel(((n + BLOCK - 1) // BLOCK,), (BLOCK,), args, stream=stream)
 
 
 # -------------------------------------------------------------------------------------------------- ops
@@ -113,12 +118,7 @@ def neuron_forward(
     """``x [T, N] -> (spikes, h)``. ``k_param``: PLIF's leak tensor (only routes dL/dk; its value is ``k``)."""
     x = x.contiguous()
     s, h = torch.empty_like(x), torch.empty_like(x)
-    T, n = x.shape
-    if x.numel():
-        cupy = _cupy()
-        fwd, _ = kernels(decode(code, x.dtype), _index(x.device))
-        _launch(fwd, x.device, n, (_ptr(x), _ptr(s), _ptr(h), cupy.int32(T), cupy.int64(n), cupy.float32(k),
-                                   cupy.float32(v_threshold), cupy.float32(v_reset)))
+    _launch(code, x, False, (x, s, h), *x.shape, float(k), float(v_threshold), float(v_reset))
     return s, h
 
 
@@ -136,14 +136,8 @@ def neuron_backward(
     grad_s, h, x = grad_s.to(h.dtype).contiguous(), h.contiguous(), x.contiguous()
     grad_x = torch.empty_like(h)
     grad_k = torch.zeros((), dtype=torch.float32, device=h.device)
-    T, n = h.shape
-    if h.numel():
-        cupy = _cupy()
-        _, bwd = kernels(decode(code, h.dtype), _index(h.device))
-        x_ptr = _ptr(x) if x.numel() else cupy.uint64(0)
-        _launch(bwd, h.device, n, (_ptr(grad_s), _ptr(h), x_ptr, _ptr(grad_x), _ptr(grad_k), cupy.int32(T),
-                                   cupy.int64(n), cupy.float32(k), cupy.float32(v_threshold), cupy.float32(v_reset),
-                                   cupy.float32(alpha), cupy.float32(width)))
+    _launch(code, h, True, (grad_s, h, x if x.numel() else None, grad_x, grad_k), *h.shape, float(k),
+            float(v_threshold), float(v_reset), float(alpha), float(width))
     return grad_x, grad_k
 
 
@@ -182,12 +176,7 @@ def ternary_forward(x: torch.Tensor, code: int, decay: float, v_threshold: float
     """``x [T, N] -> (spikes in {-1, 0, 1}, h)``."""
     x = x.contiguous()
     s, h = torch.empty_like(x), torch.empty_like(x)
-    T, n = x.shape
-    if x.numel():
-        cupy = _cupy()
-        fwd, _ = kernels(decode(code, x.dtype), _index(x.device))
-        _launch(fwd, x.device, n, (_ptr(x), _ptr(s), _ptr(h), cupy.int32(T), cupy.int64(n), cupy.float32(decay),
-                                   cupy.float32(v_threshold)))
+    _launch(code, x, False, (x, s, h), *x.shape, float(decay), float(v_threshold))
     return s, h
 
 
@@ -202,13 +191,8 @@ def ternary_backward(grad_s: torch.Tensor, h: torch.Tensor, code: int, decay: fl
     """``(dL/dS, H) -> dL/dX``."""
     grad_s, h = grad_s.to(h.dtype).contiguous(), h.contiguous()
     grad_x = torch.empty_like(h)
-    T, n = h.shape
-    if h.numel():
-        cupy = _cupy()
-        _, bwd = kernels(decode(code, h.dtype), _index(h.device))
-        _launch(bwd, h.device, n, (_ptr(grad_s), _ptr(h), _ptr(grad_x), cupy.int32(T), cupy.int64(n),
-                                   cupy.float32(decay), cupy.float32(v_threshold), cupy.float32(alpha),
-                                   cupy.float32(width)))
+    _launch(code, h, True, (grad_s, h, grad_x), *h.shape, float(decay), float(v_threshold), float(alpha),
+            float(width))
     return grad_x
 
 
@@ -236,12 +220,8 @@ def multilevel_forward(x: torch.Tensor, code: int, levels: int, decay: float, v_
     """``x [T, N] -> (sum_l S_l [T, N], h [levels, T, N])``."""
     x = x.contiguous()
     out, h = torch.empty_like(x), x.new_empty((levels, *x.shape))
-    T, n = x.shape
-    if x.numel():
-        cupy = _cupy()
-        fwd, _ = kernels(decode(code, x.dtype), _index(x.device))
-        _launch(fwd, x.device, n, (_ptr(x), _ptr(out), _ptr(h), cupy.int32(T), cupy.int64(n), cupy.int32(levels),
-                                   cupy.float32(decay), cupy.float32(v_threshold), cupy.float32(level_spacing)))
+    _launch(code, x, False, (x, out, h), *x.shape, int(levels), float(decay), float(v_threshold),
+            float(level_spacing))
     return out, h
 
 
@@ -256,13 +236,8 @@ def multilevel_backward(grad_out: torch.Tensor, h: torch.Tensor, code: int, leve
     """``(dL/dO, H [levels, T, N]) -> dL/dX [T, N]``."""
     grad_out, h = grad_out.to(h.dtype).contiguous(), h.contiguous()
     grad_x = torch.empty_like(grad_out)
-    T, n = grad_out.shape
-    if grad_out.numel():
-        cupy = _cupy()
-        _, bwd = kernels(decode(code, h.dtype), _index(h.device))
-        _launch(bwd, h.device, n, (_ptr(grad_out), _ptr(h), _ptr(grad_x), cupy.int32(T), cupy.int64(n),
-                                   cupy.int32(levels), cupy.float32(decay), cupy.float32(v_threshold),
-                                   cupy.float32(level_spacing), cupy.float32(alpha), cupy.float32(width)))
+    _launch(code, h, True, (grad_out, h, grad_x), *grad_out.shape, int(levels), float(decay),
+            float(v_threshold), float(level_spacing), float(alpha), float(width))
     return grad_x
 
 
