@@ -56,9 +56,9 @@ def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, 
     Inputs the kernels do not cover (float64, a user-defined surrogate without a kernel variant) run on the
     torch reference, which computes the same function.
     """
-    from snnexp.kernels.variants import DTYPES, SURROGATE_KINDS
+    from snnexp.kernels.variants import has_kernel
 
-    if x_seq.dtype not in DTYPES or getattr(surrogate, "name", None) not in SURROGATE_KINDS:
+    if not has_kernel(x_seq.dtype, surrogate):
         from snnexp.neurons.functional import multistep_torch
 
         return multistep_torch(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)

@@ -24,7 +24,7 @@ import warnings
 import torch
 
 from snnexp.kernels import sources
-from snnexp.kernels.variants import KINDS, SURROGATE_KINDS
+from snnexp.kernels.variants import KINDS, SURROGATE_KINDS, has_kernel, surrogate_scalars
 
 
 # IEEE float semantics are kept (no -ffast-math, no FMA contraction: spikes equal the reference bit for bit);
@@ -106,10 +106,19 @@ def supports(x_seq: torch.Tensor, k, surrogate) -> bool:
         and x_seq.dtype == torch.float32
         and x_seq.dim() >= 1
         and x_seq.numel() > 0
-        and getattr(surrogate, "name", None) in SURROGATE_KINDS
+        and has_kernel(x_seq.dtype, surrogate)
         and not torch.compiler.is_compiling()
         and available()
     )
+
+
+def _as_rows(x_seq: torch.Tensor) -> torch.Tensor:
+    """``[T, ...] -> [T, N]`` contiguous float32 (no copy when it already is)."""
+    return x_seq.detach().reshape(x_seq.shape[0], -1).contiguous()
+
+
+def _surrogate_args(surrogate) -> tuple[int, float, float]:
+    return (SURROGATE_KINDS[surrogate.name], *surrogate_scalars(surrogate))
 
 
 class FusedCpuNeuron(torch.autograd.Function):
@@ -121,13 +130,13 @@ class FusedCpuNeuron(torch.autograd.Function):
         decay_input = bool(decay_input) and kind != "if"
         k_value = 0.0 if k is None else float(k.detach().float().item() if kind == "plif" else k)
         shape = x_seq.shape
-        x2 = x_seq.detach().reshape(shape[0], -1).contiguous()
+        x2 = _as_rows(x_seq)
         s = extension().forward(
             x2, KINDS[kind], decay_input, v_reset is not None, k_value, float(v_threshold),
             0.0 if v_reset is None else float(v_reset),
         )
-        ctx.meta = (kind, decay_input, k_value, v_threshold, v_reset, detach_reset, surrogate.name,
-                    float(surrogate.alpha), float(getattr(surrogate, "width", 1.0)), shape)
+        ctx.meta = (kind, decay_input, k_value, v_threshold, v_reset, detach_reset, *_surrogate_args(surrogate),
+                    shape)
         # x (the caller's tensor, no copy) rather than a new h: the backward recomputes h per chunk of neurons
         ctx.save_for_backward(x2, *((k,) if kind == "plif" else ()))
         return s.reshape(shape)
@@ -138,7 +147,7 @@ class FusedCpuNeuron(torch.autograd.Function):
         x2, *k = ctx.saved_tensors
         grad_x, grad_k = extension().backward(
             grad_s.reshape(x2.shape).float().contiguous(), x2, KINDS[kind], decay_input, v_reset is not None,
-            bool(detach_reset), SURROGATE_KINDS[sg], k_value, float(v_threshold),
+            bool(detach_reset), sg, k_value, float(v_threshold),
             0.0 if v_reset is None else float(v_reset), alpha, width,
         )
         gk = None
@@ -150,15 +159,6 @@ class FusedCpuNeuron(torch.autograd.Function):
 def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate):
     """The fused CPU path; same signature and function as ``snnexp.neurons.functional.multistep_torch``."""
     return FusedCpuNeuron.apply(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
-
-
-def _as_rows(x_seq: torch.Tensor) -> torch.Tensor:
-    """``[T, ...] -> [T, N]`` contiguous float32 (no copy when it already is)."""
-    return x_seq.detach().reshape(x_seq.shape[0], -1).contiguous()
-
-
-def _surrogate_args(surrogate) -> tuple[int, float, float]:
-    return SURROGATE_KINDS[surrogate.name], float(surrogate.alpha), float(getattr(surrogate, "width", 1.0))
 
 
 class FusedCpuTernary(torch.autograd.Function):

@@ -9,9 +9,9 @@ Ops (all tensors ``[T, N]`` contiguous; scalars are op arguments, so changing th
 
 and for the ternary and multi-level neurons (``h`` of the multi-level neuron is ``[levels, T, N]``):
 
-    snnexp::ternary_forward(x, code, decay, v_threshold) -> (spikes, h)
+    snnexp::ternary_forward(x, code, decay, v_threshold, alpha, width) -> (spikes, h)
     snnexp::ternary_backward(grad_s, h, code, decay, v_threshold, alpha, width) -> grad_x
-    snnexp::multilevel_forward(x, code, levels, decay, v_threshold, level_spacing) -> (out, h)
+    snnexp::multilevel_forward(x, code, levels, decay, v_threshold, level_spacing, alpha, width) -> (out, h)
     snnexp::multilevel_backward(grad_out, h, code, levels, decay, v_threshold, level_spacing, alpha, width) -> grad_x
 
 ``code`` is the integer code of :class:`~snnexp.kernels.variants.Variant` minus its dtype (the dtype is the
@@ -29,7 +29,9 @@ import torch
 from importlib import import_module
 
 from snnexp.kernels import sources
-from snnexp.kernels.variants import DTYPES, KINDS, LEVEL_KINDS, SURROGATE_KINDS, Variant, level_variant, variant_for
+from snnexp.kernels.variants import (
+    DTYPES, KINDS, LEVEL_KINDS, SURROGATE_KINDS, Variant, level_variant, surrogate_scalars, variant_for,
+)
 
 
 @functools.cache
@@ -279,7 +281,7 @@ def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, 
     shape = x_seq.shape
     s, _ = neuron_forward(
         x_seq.reshape(shape[0], -1), k_param, encode(variant), k_value, float(v_threshold),
-        0.0 if v_reset is None else float(v_reset), float(surrogate.alpha), float(getattr(surrogate, "width", 1.0)),
+        0.0 if v_reset is None else float(v_reset), *surrogate_scalars(surrogate),
     )
     return s.reshape(shape)
 
@@ -297,7 +299,7 @@ def ternary(x_seq, decay, v_threshold, detach_reset, surrogate):
     _check_tensor(x_seq)
     code = encode(level_variant("ternary", detach_reset, surrogate, x_seq.dtype))
     s, _ = ternary_forward(x_seq.reshape(x_seq.shape[0], -1), code, float(decay), float(v_threshold),
-                           float(surrogate.alpha), float(getattr(surrogate, "width", 1.0)))
+                           *surrogate_scalars(surrogate))
     return s.reshape(x_seq.shape)
 
 
@@ -306,6 +308,5 @@ def multilevel(x_seq, levels, decay, v_threshold, level_spacing, detach_reset, s
     _check_tensor(x_seq)
     code = encode(level_variant("mlf", detach_reset, surrogate, x_seq.dtype))
     out, _ = multilevel_forward(x_seq.reshape(x_seq.shape[0], -1), code, int(levels), float(decay),
-                                float(v_threshold), float(level_spacing), float(surrogate.alpha),
-                                float(getattr(surrogate, "width", 1.0)))
+                                float(v_threshold), float(level_spacing), *surrogate_scalars(surrogate))
     return out.reshape(x_seq.shape)

@@ -81,6 +81,16 @@ def variant_for(kind: str, v_reset, detach_reset: bool, decay_input: bool, surro
     )
 
 
+def has_kernel(dtype: torch.dtype, surrogate) -> bool:
+    """Whether a kernel variant exists for this storage dtype and surrogate (a user-defined surrogate has none)."""
+    return dtype in DTYPES and getattr(surrogate, "name", None) in SURROGATE_KINDS
+
+
+def surrogate_scalars(surrogate) -> tuple[float, float]:
+    """The surrogate's runtime kernel arguments ``(alpha, width)``; ``width`` is Dspike's (1.0 for the others)."""
+    return float(surrogate.alpha), float(getattr(surrogate, "width", 1.0))
+
+
 def level_variant(kind: str, detach_reset: bool, surrogate, dtype) -> Variant:
     """The variant a ternary (``kind="ternary"``) or multi-level (``"mlf"``) neuron call needs."""
     return Variant(kind, True, bool(detach_reset), False, surrogate.name, dtype)

@@ -25,7 +25,7 @@ class MultiStepNeuron(nn.Module):
     no ``reset_net()`` to forget. To stream one step at a time, carry the state explicitly with :meth:`step`.
 
     The base ``forward`` unrolls :meth:`step` under plain autograd; subclasses with a fused implementation
-    (LIF, IF, PLIF: see ``snnexp.neurons.functional``) override it and honour ``backend``.
+    (LIF, IF, PLIF, Ternary, MLF: see ``snnexp.neurons.functional``) override it and honour ``backend``.
     """
 
     def __init__(

@@ -264,9 +264,9 @@ def fused_kernels(backend: str, x_seq: torch.Tensor, surrogate: Surrogate):
     ``multilevel(x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate)``.
     """
     if resolve_backend(backend, x_seq) == "cupy":
-        from snnexp.kernels.variants import DTYPES, SURROGATE_KINDS
+        from snnexp.kernels.variants import has_kernel
 
-        if x_seq.dtype in DTYPES and getattr(surrogate, "name", None) in SURROGATE_KINDS:
+        if has_kernel(x_seq.dtype, surrogate):
             from snnexp.kernels import cupy_ops
 
             return cupy_ops
