@@ -1,7 +1,7 @@
 """Structured-config schemas, so a misspelt key or a wrong type is rejected when Hydra composes the config.
 
-The top level, the trainer, the optimiser and the scheduler have hand-written dataclasses. The options of the
-groups that build objects (``data``, ``model``, ``neuron``, ``neuron/surrogate``, ``method``) get their schema
+The top level and the trainer have hand-written dataclasses. The options of the groups that build objects
+(``data``, ``model``, ``neuron``, ``neuron/surrogate``, ``method``, ``optim``, ``scheduler``) get their schema
 *derived from the constructor* their yaml's ``_target_`` names, so the schema cannot drift from the code:
 ``method.lamda=0.1`` fails with "Key 'lamda' not in 'TET'". Each such yaml starts with
 ``defaults: [/schema/<group>/<option>@_here_, _self_]``; :func:`register_schemas` stores those entries.
@@ -30,35 +30,13 @@ CONF_DIR = Path(str(files("snnexp.conf")))
 # (so they are not config keys).
 SCHEMA_GROUPS: dict[str, tuple[str, ...]] = {
     "data": (),
-    "model": ("neuron", "input_shape", "num_classes", "T"),
+    "model": ("neuron", "input_shape", "num_classes"),
     "neuron": (),
     "neuron/surrogate": (),
     "method": (),
+    "optim": ("params", "model_or_params"),  # the parameters (or module): snnexp.optim.configure passes them
+    "scheduler": ("optimizer", "max_epochs"),  # the optimiser and the run's epochs: passed by configure
 }
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser: ``sgd``, ``adam`` or ``adamw``."""
-
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = False  # SGD only
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW only
-
-
-@dataclass
-class SchedulerConfig:
-    """Learning-rate schedule, stepped per epoch: ``cosine`` (to ``min_lr``), ``step``, ``none``; optional linear warm-up."""
-
-    name: str = "cosine"
-    warmup_epochs: int = 0
-    warmup_start_factor: float = 0.01
-    min_lr: float = 0.0
-    step_size: int = 30  # step only
-    gamma: float = 0.1  # step only
 
 
 @dataclass
@@ -108,12 +86,13 @@ class TrainConfig:
     """The composed experiment. Group nodes are validated by their own schemas (see module docstring)."""
 
     T: int = 4
+    encoder: str = "direct"  # how a static input becomes T steps: direct (repeat) | poisson (rate coding)
     seed: int = 0
     resume: Optional[str] = None  # null, "auto" (the run dir's checkpoints/last.ckpt) or a checkpoint path
     task_name: str = "train"
     optimized_metric: str = "val/acc"
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    optim: Any = MISSING  # the optim group: a partial optimiser (see snnexp.optim)
+    scheduler: Any = None  # the scheduler group: a partial per-epoch schedule; none (~scheduler) = no scheduler
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -140,9 +119,12 @@ def _schema_type(annotation) -> Any:
         return annotation
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1 and args[0] in _PLAIN and len(typing.get_args(annotation)) == 2:
-            return Optional[args[0]]
+        import torch
+
+        members = typing.get_args(annotation)
+        args = [a for a in members if a is not type(None) and a is not torch.Tensor]  # torch's lr: float | Tensor
+        if len(args) == 1 and args[0] in _PLAIN:
+            return Optional[args[0]] if type(None) in members else args[0]
     return Any
 
 

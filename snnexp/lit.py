@@ -2,75 +2,72 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Callable
 
 import lightning as L
 import torch
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from snnexp.errors import NonFiniteLossError
-from snnexp.methods.auxiliary import export_model
-from snnexp.methods.base import Method
+from snnexp.errors import NonFiniteLossError, SnnexpError
 from snnexp.metrics import FiringRateMonitor
-
-
-def build_optimizer(params, cfg) -> torch.optim.Optimizer:
-    """SGD, Adam or AdamW from the ``optim`` config node."""
-    name = cfg.name.lower()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
-    if name in ("adam", "adamw"):
-        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    raise ValueError(f"optim.name must be one of sgd, adam, adamw; got {cfg.name!r}")
-
-
-def build_scheduler(optimizer, cfg, max_epochs: int):
-    """Per-epoch schedule from the ``scheduler`` node: optional linear warm-up, then cosine / step / constant."""
-    name = cfg.name.lower()
-    warmup = max(0, min(cfg.warmup_epochs, max_epochs - 1))
-    remaining = max(1, max_epochs - warmup)
-    if name == "cosine":
-        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=remaining, eta_min=cfg.min_lr)
-    elif name == "step":
-        main = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    elif name == "none":
-        main = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    else:
-        raise ValueError(f"scheduler.name must be one of cosine, step, none; got {cfg.name!r}")
-    if warmup == 0:
-        return main
-    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=cfg.warmup_start_factor, total_iters=warmup)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+from snnexp.optim import configure
+from snnexp.training.method import Method
 
 
 class SNNModule(L.LightningModule):
     """Trains ``model`` with ``method``; logs loss, top-1/top-5 accuracy and per-layer firing rates.
+
+    The module owns the input encoder: a static batch ``[B, *input_shape]`` becomes ``[T, B, ...]`` here and
+    nowhere else (``encode``), with ``T`` the run's time steps (as the method asks for them: the ANN baseline
+    runs one); a sequence ``[T, B, ...]`` (event frames) passes unchanged. ``timesteps(T)`` evaluates at
+    another T. ``method`` is a submodule: its training-only extras train, move and checkpoint with the model.
 
     Metric names: ``train/loss``, ``val/loss``, ``val/acc``, ``val/acc5``, ``val/firing_rate`` (and
     ``val/firing_rate/<layer>``), ``test/acc``, ``test/acc5``, and ``test_T<n>/acc`` when evaluated at other T;
     accuracies are fractions in [0, 1].
     """
 
-    def __init__(self, model: torch.nn.Module, method: Method, num_classes: int, optim, scheduler):
+    def __init__(self, model: nn.Module, method: Method, num_classes: int, optimizer: Callable,
+                 scheduler: Callable | None, encoder: nn.Module, T: int, input_shape: tuple[int, ...]):
         super().__init__()
         self.model = model
         self.method = method
-        self.optim_cfg = optim
-        self.scheduler_cfg = scheduler
+        self.encoder = encoder
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.T = method.timesteps(T)
+        self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.top5 = num_classes >= 10
         for split in ("val", "test"):
             setattr(self, f"{split}_acc", MulticlassAccuracy(num_classes, top_k=1, average="micro"))
             if self.top5:
                 setattr(self, f"{split}_acc5", MulticlassAccuracy(num_classes, top_k=5, average="micro"))
-        self.firing = FiringRateMonitor(export_model(self.model))  # layer names as in the bare SNN
+        self.firing = FiringRateMonitor(self.model)
         self.test_prefix = "test"  # "test_T<n>" while evaluating at another number of time steps
         self.last_firing_rates: dict[str, float] = {}
 
-    def forward(self, x):
-        return self.model(x)
+    def encode(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
+        """``[B, *input_shape]`` -> ``[T, B, ...]`` through the encoder (``T`` defaults to the run's); a sequence
+        ``[T, B, *input_shape]`` is returned as it is."""
+        if x.ndim == len(self.input_shape) + 1:
+            return self.encoder(x, T or self.T)
+        return x
+
+    def forward(self, x: torch.Tensor, T: int | None = None):
+        return self.model(self.encode(x, T))
+
+    @contextlib.contextmanager
+    def timesteps(self, T: int):
+        """Encode static inputs into ``T`` steps inside the block (testing the same weights at another T)."""
+        trained, self.T = self.T, T
+        try:
+            yield self
+        finally:
+            self.T = trained
 
     # ---- training -------------------------------------------------------------------------------------
     def on_train_epoch_start(self):
@@ -126,18 +123,44 @@ class SNNModule(L.LightningModule):
 
     # ---- optimisation and checkpoints -----------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model.parameters(), self.optim_cfg)
         max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        scheduler = build_scheduler(optimizer, self.scheduler_cfg, max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return configure(self, self.optimizer_factory, self.scheduler_factory, max_epochs)
 
     def on_train_epoch_end(self):
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         if math.isfinite(lr):
             self.log("train/lr", lr)
 
-    def on_save_checkpoint(self, checkpoint):
-        checkpoint["method_state"] = self.method.state_dict()
-
     def on_load_checkpoint(self, checkpoint):
-        self.method.load_state_dict(checkpoint.get("method_state", {}))
+        upgrade_checkpoint(checkpoint, self.method)
+
+
+def upgrade_checkpoint(checkpoint: dict, method: Method) -> None:
+    """Bring a checkpoint written before methods were modules to the current layout, or refuse it clearly.
+
+    Then, a method's non-tensor state was saved under ``checkpoint["method_state"]`` and its training-only
+    extras were wrapped with the SNN (``model.snn.*`` and ``model.extras.*``). Now the SNN is ``model.*``, the
+    extras are the method's one child module (``method.branches.*``, ``method.heads.*``, ...) and the state is the
+    method's extra state (``method._extra_state``).
+    """
+    old_state = checkpoint.pop("method_state", None)
+    weights = checkpoint.get("state_dict", {})
+    if old_state is None and not any(key.startswith("model.snn.") for key in weights):
+        return
+    children = [name for name, _ in method.named_children()]
+    upgraded = {}
+    for key, value in weights.items():
+        if key.startswith("model.snn."):
+            key = "model." + key[len("model.snn."):]
+        elif key.startswith("model.extras."):
+            if len(children) != 1:
+                raise SnnexpError(
+                    f"this checkpoint was written by an older snnexp (training-only extras under model.extras.*) "
+                    f"and {type(method).__name__} has {len(children)} submodules to map them to; it cannot be "
+                    "loaded. Start a new run."
+                )
+            key = f"method.{children[0]}." + key[len("model.extras."):]
+        upgraded[key] = value
+    if old_state and type(method).get_extra_state is not nn.Module.get_extra_state:
+        upgraded.setdefault("method._extra_state", old_state)
+    checkpoint["state_dict"] = upgraded

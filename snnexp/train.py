@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -20,40 +21,43 @@ from omegaconf import DictConfig, OmegaConf
 
 from snnexp.errors import IncompatibleError, SnnexpError, SweepConfigError
 from snnexp.lit import SNNModule
-from snnexp.methods.auxiliary import export_model
 from snnexp.loggers import finish_loggers
+from snnexp.models.encoders import check_timesteps, make_encoder
 
 log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig):
     """Instantiate ``(datamodule, module)`` from the config; refuse combinations that cannot work."""
+    T = check_timesteps(cfg.T)
     datamodule = instantiate(cfg.data)
+    method = instantiate(cfg.method)
     neuron = instantiate(cfg.neuron)
     model_name = _choice(cfg, "model")
     try:
         model = instantiate(cfg.model, neuron=neuron, input_shape=tuple(datamodule.input_shape),
-                            num_classes=datamodule.num_classes, T=cfg.T)
+                            num_classes=datamodule.num_classes, **method.model_options())
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise IncompatibleError(
             f"model {model_name} cannot be built for data {_choice(cfg, 'data')} "
             f"(input {tuple(datamodule.input_shape)}, {datamodule.num_classes} classes): {cause}"
         ) from err
-    if datamodule.time_steps is not None and datamodule.time_steps != cfg.T:
+    if datamodule.time_steps is not None and datamodule.time_steps != T:
         raise IncompatibleError(
-            f"data {_choice(cfg, 'data')} yields {datamodule.time_steps} time steps but T={cfg.T}; "
+            f"data {_choice(cfg, 'data')} yields {datamodule.time_steps} time steps but T={T}; "
             "set data.T to match (or leave it as ${T})"
         )
-    if datamodule.time_steps is not None and getattr(cfg.model, "encoder", "direct") != "direct":
+    if datamodule.time_steps is not None and cfg.encoder != "direct":
         raise IncompatibleError(
-            f"model.encoder={cfg.model.encoder} codes static images into spikes, but data "
-            f"{_choice(cfg, 'data')} is already a spike sequence; use model.encoder=direct"
+            f"encoder={cfg.encoder} codes static images into spikes, but data "
+            f"{_choice(cfg, 'data')} is already a spike sequence; use encoder=direct"
         )
-    method = instantiate(cfg.method)
     method.check(model, datamodule)
     model = method.setup(model, datamodule)
-    module = SNNModule(model, method, datamodule.num_classes, cfg.optim, cfg.scheduler)
+    module = SNNModule(model, method, datamodule.num_classes, optimizer=instantiate(cfg.optim),
+                       scheduler=instantiate(cfg.scheduler), encoder=make_encoder(cfg.encoder), T=T,
+                       input_shape=datamodule.input_shape)
     return datamodule, module
 
 
@@ -144,24 +148,20 @@ def run(cfg: DictConfig) -> float | None:
 
 def _test_at(T: int, cfg: DictConfig, trainer: L.Trainer, module: SNNModule, datamodule) -> dict:
     """Test the weights just tested at another number of time steps T (Spiking PointNet's "trained-less,
-    learning-more", MTT's temporal-flexibility curve): static inputs are repeated T times by the model's encoder;
-    event data is binned again into T frames. Metrics are logged as ``test_T<T>/acc``."""
-    trained_T = getattr(module.model, "T", None)
+    learning-more", MTT's temporal-flexibility curve): static inputs are encoded into T steps; event data is
+    binned again into T frames. Metrics are logged as ``test_T<T>/acc``."""
     if datamodule.time_steps is None:
-        if trained_T is None:
-            raise IncompatibleError(f"eval.timesteps needs a model whose number of steps T can be set; "
-                                    f"{type(module.model).__name__} has none")
-        module.model.T = T
+        at_T = module.timesteps(T)
     else:
         datamodule = instantiate(cfg.data, T=T)
         datamodule.prepare_data()
+        at_T = contextlib.nullcontext()
     module.test_prefix = f"test_T{T}"
     try:
-        results = trainer.test(module, datamodule=datamodule, verbose=False)
+        with at_T:
+            results = trainer.test(module, datamodule=datamodule, verbose=False)
     finally:
         module.test_prefix = "test"
-        if trained_T is not None:
-            module.model.T = trained_T
     return {key.split("/", 1)[1]: value for key, value in (results[0] if results else {}).items()}
 
 
@@ -212,12 +212,13 @@ def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: flo
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "wall_time_s": round(time.time() - start, 2),
-        "num_parameters": sum(p.numel() for p in export_model(module.model).parameters()),  # training-only heads excluded
+        "num_parameters": sum(p.numel() for p in module.model.parameters()),  # the SNN: a method's extras excluded
         "meta": OmegaConf.to_container(cfg.meta) if OmegaConf.is_config(cfg.get("meta")) else cfg.get("meta"),
         "config": {
             **{g: _choice(cfg, g) for g in ("data", "model", "neuron", "method")},
             "T": cfg.T,
             "seed": cfg.seed,
+            "encoder": cfg.encoder,
             "optim": OmegaConf.to_container(cfg.optim),
             "max_epochs": cfg.trainer.max_epochs,
             "batch_size": cfg.data.get("batch_size"),

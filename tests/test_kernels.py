@@ -15,7 +15,8 @@ import warnings
 import pytest
 import torch
 
-from snnexp.kernels import check, cpu, sources
+from snnexp.kernels import cpu, sources
+from snnexp.neurons import check
 from snnexp.kernels.variants import ARCHS, DTYPES, all_variants
 from snnexp.neurons import IF, LIF, MLF, PLIF, Ternary
 from snnexp.neurons import functional as F
@@ -192,7 +193,7 @@ def test_cpu_path_falls_back_with_one_warning_without_a_compiler(monkeypatch):
 
 @needs_host_build
 def test_check_command_prints_a_table_and_passes():
-    args = [sys.executable, "-m", "snnexp.kernels", "--check"] + ([] if HAS_CUPY else ["--no-nvrtc"])
+    args = [sys.executable, "-m", "snnexp.neurons", "--check"] + ([] if HAS_CUPY else ["--no-nvrtc"])
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "lif/hard/attach/decay_input/sigmoid/float32" in proc.stdout

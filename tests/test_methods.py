@@ -51,7 +51,6 @@ def test_sdt_loss_is_ce_of_time_mean():
 class _Tiny(nn.Module):
     def __init__(self, neuron):
         super().__init__()
-        self.T = 4
         self.fc = nn.Linear(3, 2)
         self.block = nn.Sequential(neuron())
         self.act = neuron()
@@ -68,7 +67,7 @@ def test_ann_replaces_every_neuron_with_relu_and_runs_one_step():
     ANN().setup(model, StaticData())
     assert not any(isinstance(m, MultiStepNeuron) for m in model.modules())
     assert isinstance(model.act, nn.ReLU) and isinstance(model.block[0], nn.ReLU)
-    assert model.T == 1
+    assert ANN().timesteps(4) == 1  # static inputs run one step
 
 
 def test_tet_with_soft_targets_equals_the_formula_with_probabilities():

@@ -28,7 +28,7 @@ def setups(tmp_path_factory):
                                        "data.num_points=32"]}
     teachers = {}
     for name, extra in overrides.items():
-        cfg = compose_config(["debug=short", "method=ann", "T=2", "data.batch_size=4", "optim.name=sgd", *extra],
+        cfg = compose_config(["debug=short", "method=ann", "T=2", "data.batch_size=4", "optim=sgd", *extra],
                              root / f"teacher_{name}")
         run(cfg)
         teachers[name] = str(root / f"teacher_{name}" / "checkpoints" / "last.ckpt")
@@ -40,7 +40,7 @@ def setups(tmp_path_factory):
 def test_method_runs_on_architecture(method, model, setups, tmp_path):
     overrides, teachers = setups
     extra = [f"method.teacher_ckpt={teachers[model]}"] if method in DISTILL else []
-    cfg = compose_config(["debug=fast", "T=2", "data.batch_size=4", "optim.name=sgd", f"method={method}",
+    cfg = compose_config(["debug=fast", "T=2", "data.batch_size=4", "optim=sgd", f"method={method}",
                           *overrides[model], *extra], tmp_path / "run")
     run(cfg)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "completed"

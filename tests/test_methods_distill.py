@@ -13,8 +13,7 @@ from torch import nn
 
 from conftest import compose_config
 from snnexp.errors import IncompatibleError, SnnexpError
-from snnexp.lit import build_optimizer
-from snnexp.methods.auxiliary import TrainingWrapper, export_model
+from hydra.utils import instantiate
 from snnexp.methods.contrastive import info_nce
 from snnexp.methods.enof import EnOF, af_loss
 from snnexp.methods.kd import kd_loss
@@ -117,7 +116,10 @@ def test_shortcut_balance_decays_from_beta0_to_zero_over_the_epochs():
     assert all(x >= y for x, y in zip(seen, seen[1:]))
     assert [balance(e, E, beta0, "linear") for e in range(E)] == pytest.approx([2.0, 1.5, 1.0, 0.5, 0.0])
     assert [balance(e, E, beta0, "constant") for e in range(E)] == pytest.approx([beta0] * E)
-    assert method.state_dict() == {"beta": seen[-1]}
+    assert method.state_dict()["_extra_state"] == {"beta": seen[-1]}  # saved in checkpoints with the module
+    restored = Shortcut(beta0=beta0)
+    restored.load_state_dict(method.state_dict())
+    assert restored.beta == pytest.approx(seen[-1])
 
 
 # ---- building real models ------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ def teachers(tmp_path_factory):
     ckpts = {}
     for model, data in DATA.items():
         cfg = compose_config(["debug=short", "method=ann", f"model={model}", "T=2", "data.batch_size=4",
-                              "optim.name=sgd", *data], root / model)
+                              "optim=sgd", *data], root / model)
         run(cfg)
         ckpts[model] = str(root / model / "checkpoints" / "last.ckpt")
         assert Path(ckpts[model]).is_file()
@@ -143,7 +145,7 @@ def _overrides(method, model, teachers):
 @pytest.mark.parametrize("model", ["resnet19", "vggsnn"])
 @pytest.mark.parametrize("method", METHODS)
 def test_method_trains_one_fast_dev_run_step(method, model, teachers, tmp_path):
-    cfg = compose_config(["debug=fast", "data.batch_size=4", "optim.name=sgd", *_overrides(method, model, teachers)],
+    cfg = compose_config(["debug=fast", "data.batch_size=4", "optim=sgd", *_overrides(method, model, teachers)],
                          tmp_path / "run")
     run(cfg)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -152,28 +154,40 @@ def test_method_trains_one_fast_dev_run_step(method, model, teachers, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["sml", "shortcut"])
-def test_training_only_heads_are_absent_from_prediction_and_export(method, tmp_path):
+def test_training_only_heads_are_the_methods_own_and_absent_from_prediction(method, tmp_path):
     cfg = compose_config([*_overrides(method, "resnet19", {}), "data.batch_size=4"], tmp_path / "run")
     _, module = build(cfg)
-    wrapper = module.model
-    assert isinstance(wrapper, TrainingWrapper) and len(wrapper.extras) > 0
-    snn = export_model(wrapper)
-    n_extra = sum(p.numel() for p in wrapper.extras.parameters())
+    snn, extras = module.model, module.method
+    n_extra = sum(p.numel() for p in extras.parameters())
     assert n_extra > 0
-    assert sum(p.numel() for p in snn.parameters()) == sum(p.numel() for p in wrapper.parameters()) - n_extra
-    assert not any(name.startswith("extras") for name, _ in snn.named_parameters())
+    assert not {id(p) for p in snn.parameters()} & {id(p) for p in extras.parameters()}
+    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in snn.parameters()) + n_extra
+    assert any(key.startswith("method.") for key in module.state_dict())  # checkpointed with the module
     x = torch.rand(3, 1, 8, 8)
     module.eval()
     with torch.no_grad():
         before = module.method.predict(module(x))
-        for head in wrapper.extras.values():  # scrambling the heads changes nothing at evaluation
-            for p in head.parameters():
-                p.add_(torch.randn_like(p))
+        for p in extras.parameters():  # scrambling the heads changes nothing at evaluation
+            p.add_(torch.randn_like(p))
         after = module.method.predict(module(x))
         torch.testing.assert_close(before, after)
-        torch.testing.assert_close(after, snn(x).logits.mean(0))
-    wrapper.T = 5  # eval at several T sets module.model.T
-    assert snn.T == 5 and wrapper.T == 5
+        torch.testing.assert_close(after, snn(x.unsqueeze(0).repeat(2, 1, 1, 1, 1)).logits.mean(0))  # T=2
+    with module.timesteps(5):  # evaluating at another T changes only the encoding
+        assert module.encode(x).shape == (5, 3, 1, 8, 8)
+    assert module.encode(x).shape[0] == 2
+
+
+@pytest.mark.parametrize("method", ["sml", "shortcut"])
+def test_training_only_heads_round_trip_through_a_checkpoint(method, tmp_path):
+    cfg = compose_config([*_overrides(method, "resnet19", {}), "data.batch_size=4"], tmp_path / "run")
+    _, module = build(cfg)
+    for p in module.method.parameters():
+        p.data.normal_()
+    _, fresh = build(cfg)
+    fresh.load_state_dict(module.state_dict())
+    for (name, a), b in zip(module.method.state_dict().items(), fresh.method.state_dict().values()):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, msg=name)
 
 
 def test_sml_default_taps_per_family(tmp_path):
@@ -182,17 +196,18 @@ def test_sml_default_taps_per_family(tmp_path):
     for model, taps in expected.items():
         cfg = compose_config(["method=sml", f"model={model}", "T=1", "data=digits"], tmp_path / model)
         _, module = build(cfg)
-        assert list(module.model.extras) == taps, model
+        assert list(module.method.branches) == taps, model
 
 
 @pytest.mark.parametrize("method", DISTILL)
 def test_teacher_is_frozen_and_outside_the_optimiser(method, teachers, tmp_path):
     cfg = compose_config([*_overrides(method, "resnet19", teachers), "data.batch_size=4"], tmp_path / "run")
     datamodule, module = build(cfg)
-    teacher = module.method.teacher if hasattr(module.method, "teacher") else module.method._teacher
+    teacher = module.method._teacher.net
     teacher_ids = {id(p) for p in teacher.parameters()}
     assert not teacher_ids & {id(p) for p in module.parameters()}
-    optimizer = build_optimizer(module.model.parameters(), cfg.optim)
+    assert not any(k.startswith("method._teacher") for k in module.state_dict())  # never written into checkpoints
+    optimizer = instantiate(cfg.optim)(module.parameters())
     assert not teacher_ids & {id(p) for g in optimizer.param_groups for p in g["params"]}
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     module.train()
@@ -230,11 +245,11 @@ class _NoTaps(SpikingModel):
     """A model exposing logits only: no stage taps, no features, no classifier."""
 
     def __init__(self):
-        super().__init__((1, 8, 8), 10, 2, "direct")
+        super().__init__((1, 8, 8), 10)
         self.fc = nn.Linear(64, 10)
 
     def forward(self, x):
-        return ModelOutput(logits=self.fc(self.encode(x).flatten(2)))
+        return ModelOutput(logits=self.fc(self.check_sequence(x).flatten(2)))
 
 
 class _Data:

@@ -12,8 +12,9 @@ from torch import nn
 from conftest import compose_config
 from snnexp.errors import IncompatibleError
 from snnexp.methods.mtt import MTT
-from snnexp.methods.mtt_comm import MixedTimeStage, convert_time
-from snnexp.models.layers import SeqToBatch, SpikingModel
+from snnexp.training.mixed_time import MixedTimeStage, convert_time
+from snnexp.models.encoders import DirectEncoder
+from snnexp.models.layers import SeqToBatch
 from snnexp.models.output import ModelOutput
 from snnexp.neurons import LIF
 from snnexp.train import build, run
@@ -71,11 +72,11 @@ def test_communication_passes_gradients():
 
 
 # ---- a small staged model ----------------------------------------------------------------------------------
-class TinyStaged(SpikingModel):
-    """Stem Linear(3, 8) -> LIF, stages of Linear -> [BN] -> LIF, classifier Linear(8, 3); time-major."""
+class TinyStaged(nn.Module):
+    """Stem Linear(3, 8) -> LIF, stages of Linear -> [BN] -> LIF, classifier Linear(8, 3); time-major input."""
 
-    def __init__(self, bn=False, T=4):
-        super().__init__((3,), 3, T, "direct")
+    def __init__(self, bn=False):
+        super().__init__()
         self.stem = nn.Sequential(SeqToBatch(nn.Linear(3, 8)), LIF(v_threshold=0.5))
         self.stages = nn.ModuleDict()
         for name in ("layer1", "layer2", "layer3"):
@@ -89,21 +90,24 @@ class TinyStaged(SpikingModel):
                     p.copy_(torch.rand(p.shape, generator=g) * 1.2 - 0.2)
 
     def forward(self, x):
-        x = self.stem(self.encode(x))
+        x = self.stem(x)
         for stage in self.stages.values():
             x = stage(x)
         return ModelOutput(logits=self.classifier(x))
 
 
 class FakeModule(nn.Module):
-    def __init__(self, model, trainer=None):
+    """What MTT needs of the LightningModule: ``model``, ``trainer`` and a forward encoding at T (or ``self.T``)."""
+
+    def __init__(self, model, trainer=None, T=4):
         super().__init__()
         self.model = model
+        self.T = T
         if trainer is not None:
             self.trainer = trainer
 
-    def forward(self, x):
-        return self.model(x)
+    def forward(self, x, T=None):
+        return self.model(x.unsqueeze(0).repeat(T or self.T, 1, 1))
 
 
 def reference_loss(model, x, y, Ts):
@@ -142,7 +146,7 @@ def test_training_step_runs_each_stage_at_its_drawn_T_and_accumulates_the_draws(
     assert len(draws) == 3 and all(len(Ts) == 4 and all(1 <= T <= 5 for T in Ts) for Ts in draws)
     expected_seen = [(n, T) for Ts in draws for n, T in zip(("stem", "layer1", "layer2", "layer3"), Ts)]
     assert seen == expected_seen
-    assert model.T == 4 and all(s.T is None for s in model.stages.values())  # restored after the step
+    assert all(s.T is None for s in model.stages.values())  # restored after the step
 
     per_draw = [torch.autograd.grad(reference_loss(model, x, y, Ts), list(model.parameters())) for Ts in draws]
     scale = 1 / 3 if reduction == "mean" else 1.0
@@ -154,19 +158,19 @@ def test_training_step_runs_each_stage_at_its_drawn_T_and_accumulates_the_draws(
 
 
 def test_evaluation_runs_every_stage_at_the_model_T():
-    model = MTT().setup(TinyStaged(T=3), None)
+    model = MTT().setup(TinyStaged(), None)
     seen = []
     for stage in model.stages.values():
         stage.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
         stage[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
     model.eval()
-    assert model(torch.rand(2, 3)).logits.shape == (3, 2, 3)
+    assert FakeModule(model, T=3)(torch.rand(2, 3)).logits.shape == (3, 2, 3)
     assert seen == [3] * 6
 
 
 # ---- BatchNorm recalibration -------------------------------------------------------------------------------
 def test_bn_recalibration_equals_the_statistics_of_the_calibration_batches_at_the_eval_T():
-    model = MTT().setup(TinyStaged(bn=True, T=4), None)
+    model = MTT().setup(TinyStaged(bn=True), None)
     bn = model.stages["layer1"][1].module
     with torch.no_grad():
         bn.running_mean.fill_(5.0)
@@ -193,7 +197,8 @@ def test_bn_recalibration_is_skipped_without_a_trainer():
         bn.running_mean.fill_(5.0)
     MTT().on_evaluation_start(FakeModule(model))  # no trainer attribute at all
     from snnexp.lit import SNNModule
-    MTT().on_evaluation_start(SNNModule(model, MTT(), 3, None, None))  # a LightningModule not attached
+    module = SNNModule(model, MTT(), 3, optimizer=None, scheduler=None, encoder=DirectEncoder(), T=4, input_shape=(3,))
+    MTT().on_evaluation_start(module)  # a LightningModule not attached
     assert torch.all(bn.running_mean == 5.0)
 
 
@@ -209,7 +214,7 @@ def test_mtt_trains_resnet19_end_to_end_and_tests_every_T(tmp_path, monkeypatch)
     original = MTT.recalibrate
 
     def counting(self, model, loader, device=None):
-        calls.append((model.T, original(self, model, loader, device)))
+        calls.append((model.T, original(self, model, loader, device)))  # model: the SNNModule, T its encoding
         return calls[-1][1]
 
     monkeypatch.setattr(MTT, "recalibrate", counting)

@@ -197,7 +197,7 @@ def test_tdbn_resnet_scales_residual_branches_by_inverse_sqrt2_and_uses_the_neur
     from snnexp.models.norm import TDBatchNorm2d
 
     model = create_model("resnet19", neuron=partial(LIF, v_threshold=0.5), input_shape=(3, 8, 8), num_classes=10,
-                         T=1, norm="tdbn")
+                         norm="tdbn")
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(isinstance(m, TDBatchNorm2d) and m.v_threshold == 0.5 for m in norms)
     # ResNet-19: 8 BasicBlocks, each with a residual BN on conv2, plus 3 downsampling shortcuts (64->128, 128->256, 256->512)
@@ -206,7 +206,7 @@ def test_tdbn_resnet_scales_residual_branches_by_inverse_sqrt2_and_uses_the_neur
     assert alphas.count(1.0) == len(norms) - 11
 
 
-def test_tdbn_method_converts_a_plain_model_and_runs(tmp_path):
+def test_tdbn_method_builds_the_model_with_tdbn_and_runs(tmp_path):
     from snnexp.models.norm import TDBatchNorm2d
     from snnexp.train import build
 
@@ -225,9 +225,9 @@ def test_every_model_takes_tdbn(name):
     from snnexp.models.norm import TDBatchNorm1d, TDBatchNorm2d
 
     extra = {"dim": 32, "depth": 1, "heads": 4} if name == "stmixer" else {"dim": 32, "layers": 1} if name == "sdt" else {}
-    model = create_model(name, neuron=LIF, input_shape=(3, 16, 16), num_classes=10, T=1, norm="tdbn", **extra)
+    model = create_model(name, neuron=LIF, input_shape=(3, 16, 16), num_classes=10, norm="tdbn", **extra)
     plain = [m for m in model.modules() if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d)]
     tds = [m for m in model.modules() if isinstance(m, (TDBatchNorm1d, TDBatchNorm2d))]
     assert not plain and tds
     assert any(m.alpha < 1 for m in tds) == (name not in ("convnet", "vggsnn", "vggsnn_pool"))
-    assert model(torch.rand(2, 3, 16, 16)).logits.shape == (1, 2, 10)
+    assert model(torch.rand(1, 2, 3, 16, 16)).logits.shape == (1, 2, 10)

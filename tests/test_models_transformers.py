@@ -1,5 +1,6 @@
 """Specification of the transformer-family models: the Spike-driven Transformer (snnexp/models/spikedriven.py)
-and STMixer (snnexp/models/stmixer.py): named configs, shapes, taps, exact architectures, allowed operations."""
+and STMixer (snnexp/models/stmixer.py): named configs, shapes, taps, exact architectures, allowed operations, and
+the Spike-driven Transformer's stochastic depth (drop path per sample, shared by every time step)."""
 
 import functools
 import json
@@ -12,6 +13,8 @@ from torch.overrides import TorchFunctionMode
 
 from conftest import compose_config
 from snnexp.models import ModelOutput, create_model
+from snnexp.models.encoders import DirectEncoder
+from snnexp.models.layers import SeqDropPath
 from snnexp.models.registry import ModelConfigError
 from snnexp.neurons import IF, LIF, PLIF
 
@@ -38,10 +41,15 @@ def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def build_named(name, input_shape, num_classes=C, neuron=NEURONS["lif"], T=T):
+def seq(x, steps=T):
+    """The static batch ``x`` repeated at ``steps`` time steps (direct coding)."""
+    return DirectEncoder()(x, steps)
+
+
+def build_named(name, input_shape, num_classes=C, neuron=NEURONS["lif"]):
     """Compose ``model=name`` exactly as the CLI does (schema-checked) and instantiate it as snnexp.train does."""
     cfg = compose_config([f"model={name}"])
-    return instantiate(cfg.model, neuron=neuron, input_shape=tuple(input_shape), num_classes=num_classes, T=T)
+    return instantiate(cfg.model, neuron=neuron, input_shape=tuple(input_shape), num_classes=num_classes)
 
 
 # The CIFAR/DVS-size configs run with every neuron, STMixer 8-768 (at 16 px: one token) with LIF. The ImageNet
@@ -57,7 +65,7 @@ RUNS += [("stmixer_imagenet_8_768", "lif")]
 def test_named_config_runs_forward_and_backward_with_every_neuron(name, neuron):
     torch.manual_seed(0)
     model = build_named(name, (3, 16, 16), neuron=NEURONS[neuron])
-    out = model(torch.rand(B, 3, 16, 16))
+    out = model(seq(torch.rand(B, 3, 16, 16)))
     assert isinstance(out, ModelOutput)
     assert out.logits.shape == (T, B, C)
     assert "features" in out.taps and out.taps["features"].shape == (T, B, model.num_features)
@@ -71,19 +79,22 @@ def test_sdt_named_configs_set_layers_dim_and_pooling(name):
     cfg = compose_config([f"model={name}"])
     assert (cfg.model.layers, cfg.model.dim, cfg.model.pooling) == SDT_CONFIGS[name]
     assert (cfg.model.heads, cfg.model.mlp_ratio, cfg.model.kv_pool) == (8, 4.0, False)  # official configs
+    assert cfg.model.drop_path_rate == 0.0
+    assert cfg.model._target_ == f"snnexp.models.spikedriven.{name}"
 
 
 @pytest.mark.parametrize("name", sorted(STMIXER_CONFIGS))
 def test_stmixer_named_configs(name):
     cfg = compose_config([f"model={name}"])
     assert (cfg.model.dim, cfg.model.depth, cfg.model.heads, cfg.model.downsample) == STMIXER_CONFIGS[name]
+    assert cfg.model._target_ == f"snnexp.models.stmixer.{name}"
 
 
 @pytest.mark.parametrize("name", ["sdt", "stmixer"])
 def test_logits_are_the_classifier_applied_to_features(name):
-    model = create_model(name, neuron=NEURONS["lif"], input_shape=(2, 16, 16), num_classes=C, T=T, dim=64).eval()
+    model = create_model(name, neuron=NEURONS["lif"], input_shape=(2, 16, 16), num_classes=C, dim=64).eval()
     with torch.no_grad():
-        out = model(torch.rand(B, 2, 16, 16))
+        out = model(seq(torch.rand(B, 2, 16, 16)))
         torch.testing.assert_close(model.classifier(out.taps["features"]), out.logits)
         out3 = model(torch.rand(3, B, 2, 16, 16))  # an event sequence keeps its own length
     assert out3.logits.shape == (3, B, C)
@@ -169,23 +180,23 @@ def test_sdt_has_one_neuron_per_spiking_layer_and_the_kv_neuron_fires_at_half():
     ((3, 224, 224), "1111", 14),  # ImageNet
 ])
 def test_sdt_takes_cifar_dvs_and_imagenet_sizes(shape, pooling, grid):
-    model = create_model("sdt", neuron=NEURONS["lif"], input_shape=shape, num_classes=C, T=1, layers=1, dim=16,
+    model = create_model("sdt", neuron=NEURONS["lif"], input_shape=shape, num_classes=C, layers=1, dim=16,
                          heads=2, pooling=pooling)
     with torch.no_grad():
-        out = model(torch.rand(1, *shape))
+        out = model(seq(torch.rand(1, *shape), 1))
     assert out.taps["block1"].shape == (1, 1, 16, grid, grid)
     assert out.logits.shape == (1, 1, C)
 
 
 def test_sdt_blocks_use_membrane_shortcuts_and_every_neuron_emits_spikes():
     torch.manual_seed(0)
-    model = create_model("sdt", neuron=NEURONS["lif"], input_shape=(3, 16, 16), num_classes=C, T=T, dim=64)
+    model = create_model("sdt", neuron=NEURONS["lif"], input_shape=(3, 16, 16), num_classes=C, dim=64)
     outputs = []
     for m in model.modules():
         if isinstance(m, LIF):
             m.register_forward_hook(lambda mod, inp, out: outputs.append(out))
     with torch.no_grad():
-        out = model(torch.rand(B, 3, 16, 16) * 4)
+        out = model(seq(torch.rand(B, 3, 16, 16) * 4))
     assert len(outputs) == 4 + 2 * 7 + 1
     assert all(set(o.unique().tolist()) <= {0.0, 1.0} for o in outputs)
     block = out.taps["block1"]  # the residual stream is a membrane-path (real-valued) tensor, not spikes
@@ -194,13 +205,13 @@ def test_sdt_blocks_use_membrane_shortcuts_and_every_neuron_emits_spikes():
 
 def test_sdt_kv_pool_is_the_official_dvs_erode():
     torch.manual_seed(0)
-    kwargs = dict(neuron=NEURONS["lif"], input_shape=(2, 32, 32), num_classes=C, T=T, dim=64)
+    kwargs = dict(neuron=NEURONS["lif"], input_shape=(2, 32, 32), num_classes=C, dim=64)
     plain = create_model("sdt", **kwargs)
     eroded = create_model("sdt", kv_pool=True, **kwargs)
     assert count_params(plain) == count_params(eroded)  # a parameter-free max-pool
     assert sum(isinstance(m, nn.MaxPool2d) for m in eroded.modules()) == 1 + 2  # SPS pool + one Erode per block
     eroded.load_state_dict(plain.state_dict())
-    x = torch.rand(B, 2, 32, 32) * 3
+    x = seq(torch.rand(B, 2, 32, 32) * 3)
     out = eroded(x)
     out.logits.sum().backward()
     with torch.no_grad():
@@ -213,6 +224,61 @@ def test_sdt_refuses_bad_pooling_and_widths_with_the_override():
         create_model("sdt", pooling="011", **kwargs)
     with pytest.raises(ModelConfigError, match="model.dim"):
         create_model("sdt", dim=100, **kwargs)
+    with pytest.raises(ModelConfigError, match="model.drop_path_rate"):
+        create_model("sdt", drop_path_rate=1.0, **kwargs)
+
+
+# ---- Spike-driven Transformer: stochastic depth ---------------------------------------------------------------
+
+def test_sdt_drop_path_rate_grows_linearly_over_the_blocks_on_both_residual_branches():
+    model = create_model("sdt", neuron=NEURONS["lif"], input_shape=(3, 16, 16), num_classes=C, layers=5, dim=32,
+                         heads=4, drop_path_rate=0.2)
+    expected = [0.0, 0.05, 0.1, 0.15, 0.2]  # timm's ViT: torch.linspace(0, rate, layers)
+    for block, rate in zip(model.blocks, expected):
+        for branch in (block.attn.drop_path, block.mlp.drop_path):
+            if rate == 0:
+                assert isinstance(branch, nn.Identity)
+            else:
+                assert isinstance(branch, SeqDropPath) and branch.drop_prob == pytest.approx(rate)
+    plain = create_model("sdt", neuron=NEURONS["lif"], input_shape=(3, 16, 16), num_classes=C, layers=5, dim=32,
+                         heads=4)
+    assert not any(isinstance(m, SeqDropPath) for m in plain.modules())  # rate 0: no drop path at all
+    assert list(plain.state_dict()) == list(model.state_dict())  # drop path holds no state
+
+
+def test_seq_drop_path_keeps_or_drops_a_sample_at_every_time_step_alike():
+    torch.manual_seed(0)
+    drop = SeqDropPath(0.5).train()
+    x = torch.rand(4, 64, 3, 5) + 0.1  # [T, B, ...], no zeros
+    y = drop(x)
+    kept = (y == x / 0.5).flatten(2).all(-1)  # [T, B]: kept and scaled by 1 / (1 - p)
+    dropped = (y == 0).flatten(2).all(-1)
+    assert (kept | dropped).all()
+    assert (kept.all(0) | dropped.all(0)).all()  # a sample is kept at all steps or dropped at all steps
+    assert 0 < dropped[0].sum() < 64  # both happen
+    assert torch.equal(drop.eval()(x), x)  # eval: the identity
+    assert torch.equal(SeqDropPath(0.0).train()(x), x)  # rate 0: the identity
+
+
+def test_sdt_drop_path_acts_per_sample_in_training_and_not_at_all_in_eval():
+    torch.manual_seed(0)
+    kwargs = dict(neuron=NEURONS["lif"], input_shape=(3, 16, 16), num_classes=C, layers=2, dim=32, heads=4)
+    model = create_model("sdt", drop_path_rate=0.9, **kwargs)
+    seen = []
+    for m in model.modules():
+        if isinstance(m, SeqDropPath):
+            m.register_forward_hook(lambda mod, inp, out: seen.append((inp[0], out)))
+    x = seq(torch.rand(16, 3, 16, 16) * 4, 3)
+    model.train()(x)
+    assert len(seen) == 2  # block 2's SDSA and MLP branches (block 1's rate is 0)
+    for branch, out in seen:
+        kept = torch.isclose(out, branch / 0.1).flatten(2).all(-1)  # [T, B]
+        dropped = (out == 0).flatten(2).all(-1)
+        assert (kept.all(0) | dropped.all(0)).all()
+    plain = create_model("sdt", **kwargs)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x).logits, plain.eval()(x).logits)
 
 
 # ---- STMixer ------------------------------------------------------------------------------------------------
@@ -268,18 +334,18 @@ class CallRecorder(TorchFunctionMode):
 
 
 def test_stmixer_uses_only_convolution_fully_connected_and_residual_operations():
-    model = create_model("stmixer", neuron=NEURONS["lif"], input_shape=(3, 32, 32), num_classes=C, T=T, dim=64,
+    model = create_model("stmixer", neuron=NEURONS["lif"], input_shape=(3, 32, 32), num_classes=C, dim=64,
                          depth=2, heads=4)
     # the module tree: every leaf is a conv, a linear layer, a BatchNorm or a neuron (no pooling, no attention)
     leaves = [m for m in model.modules() if not list(m.children())]
-    leaves = [m for m in leaves if m is not model.encoder]
     assert leaves and all(isinstance(m, ALLOWED_LEAVES) for m in leaves), {type(m) for m in leaves}
     assert not any(isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.MultiheadAttention))
                    for m in model.modules())
     # the forward pass: no product of two activations (attention), no max-pool; every weighted op uses a weight
     parameters = {id(p) for p in model.parameters()}
+    x = seq(torch.rand(B, 3, 32, 32))
     with CallRecorder() as rec:
-        model(torch.rand(B, 3, 32, 32))
+        model(x)
     assert not [f for f, _, _ in rec.calls if f in FORBIDDEN_CALLS]
     weighted = [(f, a, k) for f, a, k in rec.calls if f in WEIGHTED_CALLS]
     assert weighted and all(id(k.get("weight", a[1] if len(a) > 1 else None)) in parameters for f, a, k in weighted)
@@ -296,9 +362,9 @@ def test_stm_mixes_tokens_with_one_linear_per_head():
 
 
 def test_stmixer_exposes_patch_embed_and_block_taps_for_surrogate_modules():
-    model = create_model("stmixer", neuron=NEURONS["lif"], input_shape=(3, 32, 32), num_classes=C, T=T, dim=64,
+    model = create_model("stmixer", neuron=NEURONS["lif"], input_shape=(3, 32, 32), num_classes=C, dim=64,
                          depth=3, heads=4)
-    out = model(torch.rand(B, 3, 32, 32))
+    out = model(seq(torch.rand(B, 3, 32, 32)))
     assert list(out.taps) == ["patch_embed", "block1", "block2", "block3", "features"]
     assert all(out.taps[k].shape == (T, B, 64, 64) for k in ("patch_embed", "block1", "block3"))
     # a branch attached to a tap trains the layers below it
@@ -310,11 +376,11 @@ def test_stmixer_exposes_patch_embed_and_block_taps_for_surrogate_modules():
 @pytest.mark.parametrize("shape, downsample, tokens", [((3, 32, 32), 2, 64), ((2, 64, 64), 2, 256),
                                                         ((2, 128, 128), 4, 64), ((3, 224, 224), 4, 196)])
 def test_stmixer_downsample_auto_and_input_sizes(shape, downsample, tokens):
-    model = create_model("stmixer", neuron=NEURONS["lif"], input_shape=shape, num_classes=C, T=1, dim=16, depth=1,
+    model = create_model("stmixer", neuron=NEURONS["lif"], input_shape=shape, num_classes=C, dim=16, depth=1,
                          heads=2)
     assert (model.downsample, model.tokens) == (downsample, tokens)
     with torch.no_grad():
-        assert model(torch.rand(1, *shape)).logits.shape == (1, 1, C)
+        assert model(seq(torch.rand(1, *shape), 1)).logits.shape == (1, 1, C)
 
 
 def test_stmixer_refuses_sizes_the_patch_grid_cannot_take():
@@ -350,8 +416,8 @@ def test_imagenet_size_configs_run_forward_and_backward_at_small_input(name, neu
     from conftest import compose_config
 
     cfg = compose_config([f"model={name}"])
-    model = instantiate(cfg.model, neuron=getattr(neurons, neuron_name), input_shape=(3, 32, 32), num_classes=10, T=1)
-    out = model(torch.rand(1, 3, 32, 32))
+    model = instantiate(cfg.model, neuron=getattr(neurons, neuron_name), input_shape=(3, 32, 32), num_classes=10)
+    out = model(seq(torch.rand(1, 3, 32, 32), 1))
     assert out.logits.shape == (1, 1, 10) and "features" in out.taps
     out.logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -213,10 +213,10 @@ def test_folding_refuses_an_amplitude_with_no_weight_layer_before_the_next_neuro
 
 def test_folding_ternary_amplitudes_keeps_vggsnn_outputs_in_eval_mode():
     torch.manual_seed(0)
-    model = create_model("vggsnn", neuron=partial(Ternary), input_shape=(2, 16, 16), num_classes=10, T=2).eval()
+    model = create_model("vggsnn", neuron=partial(Ternary), input_shape=(2, 16, 16), num_classes=10).eval()
     set_random_amplitudes(model)
     randomise_batchnorm(model)
-    x = torch.randn(2, 2, 16, 16)
+    x = torch.randn(2, 2, 16, 16).unsqueeze(0).repeat(2, 1, 1, 1, 1)  # T = 2 steps of the same input
     with torch.no_grad():
         before = model(x).logits
         folded = fold_ternary_amplitudes(model)
@@ -229,13 +229,13 @@ def test_folding_ternary_amplitudes_keeps_vggsnn_outputs_in_eval_mode():
 def test_folding_is_not_exact_across_a_resnet_identity_shortcut_as_documented():
     """The documented limit: a spike tensor that also feeds an identity shortcut keeps its amplitude there."""
     torch.manual_seed(0)
-    model = create_model("resnet19", neuron=partial(Ternary), input_shape=(2, 16, 16), num_classes=10, T=2).eval()
+    model = create_model("resnet19", neuron=partial(Ternary), input_shape=(2, 16, 16), num_classes=10).eval()
     set_random_amplitudes(model)
     with torch.no_grad():  # BN weights > 1 keep the spikes alive through the 19 layers
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.fill_(2.0)
-    x = torch.randn(2, 2, 16, 16)
+    x = torch.randn(2, 2, 16, 16).unsqueeze(0).repeat(2, 1, 1, 1, 1)  # T = 2 steps of the same input
     with torch.no_grad():
         before = model(x).logits
         fold_ternary_amplitudes(model)

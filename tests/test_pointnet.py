@@ -9,6 +9,8 @@ import torch
 
 from conftest import compose_config
 from snnexp.models import ModelConfigError, create_model
+from snnexp.models.encoders import DirectEncoder
+from snnexp.models.norm import TDBatchNorm1d
 from snnexp.models.pointnet import PerturbedNeuron, feature_transform_regularizer
 from snnexp.neurons import IF, LIF, PLIF
 from snnexp.train import run
@@ -17,10 +19,15 @@ from test_modelnet import write_modelnet
 NEURONS = {"lif": partial(LIF, tau=2.0), "if": partial(IF), "plif": partial(PLIF)}
 
 
-def make(neuron="lif", num_classes=40, points=16, T=2, **kwargs):
+def make(neuron="lif", num_classes=40, points=16, **kwargs):
     channels = 6 if kwargs.get("use_normals") else 3
     return create_model("pointnet", neuron=NEURONS[neuron], input_shape=(channels, points), num_classes=num_classes,
-                        T=T, **kwargs)
+                        **kwargs)
+
+
+def seq(points, T):
+    """The point clouds ``[B, C, N]`` repeated at T time steps (direct coding): ``[T, B, C, N]``."""
+    return DirectEncoder()(points, T)
 
 
 # The official count (DayongRen/Spiking-PointNet models/pointnet_cls.py get_model + models/pointnet_utils.py),
@@ -55,8 +62,8 @@ def test_parameter_count_equals_the_official_implementation():
 @pytest.mark.parametrize("neuron", sorted(NEURONS))
 def test_forward_backward_with_every_neuron(neuron):
     torch.manual_seed(0)
-    model = make(neuron, num_classes=5, T=2)
-    out = model(torch.randn(3, 3, 16))
+    model = make(neuron, num_classes=5)
+    out = model(seq(torch.randn(3, 3, 16), 2))
     assert out.logits.shape == (2, 3, 5)
     assert out.aux["feature_transform"].shape == (3, 64, 64)
     assert out.taps["features"].shape == (2, 3, 256)
@@ -70,7 +77,7 @@ def test_forward_backward_with_every_neuron(neuron):
 
 
 def test_normals_give_six_input_channels_and_mismatches_are_refused():
-    out = make(use_normals=True, T=1)(torch.randn(2, 6, 16))
+    out = make(use_normals=True)(seq(torch.randn(2, 6, 16), 1))
     assert out.logits.shape == (1, 2, 40)
     with pytest.raises(ModelConfigError, match="use_normals"):
         create_model("pointnet", neuron=NEURONS["lif"], input_shape=(6, 16), num_classes=40)
@@ -78,13 +85,20 @@ def test_normals_give_six_input_channels_and_mismatches_are_refused():
         create_model("pointnet", neuron=NEURONS["lif"], input_shape=(3, 32, 32), num_classes=10)
 
 
-def test_points_are_repeated_T_times_and_T_is_settable():
-    model = make(T=1).eval()
+def test_T_is_read_from_the_repeated_points():
+    model = make().eval()
     x = torch.randn(2, 3, 16)
-    one = model(x).logits
-    model.T = 3
-    assert model(x).logits.shape == (3, 2, 40)
-    torch.testing.assert_close(model(x).logits[0], one[0])  # step 0 does not depend on later steps
+    one = model(seq(x, 1)).logits
+    three = model(seq(x, 3)).logits
+    assert one.shape == (1, 2, 40) and three.shape == (3, 2, 40)
+    torch.testing.assert_close(three[0], one[0])  # step 0 does not depend on later steps
+
+
+def test_tdbn_is_built_in_every_norm_and_none_is_residual():
+    model = make(neuron="if", norm="tdbn")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, TDBatchNorm1d) and m.alpha == 1.0 and m.v_threshold == 1.0 for m in norms)
+    assert model(seq(torch.randn(2, 3, 16), 2)).logits.shape == (2, 2, 40)
 
 
 def test_feature_transform_regularizer_equals_formula():
@@ -98,9 +112,10 @@ def test_membrane_perturbation_draws_a_new_initial_potential_at_each_call_and_is
     x = torch.randn(2, 3, 16)
     # training mode without dropout: BatchNorm normalises with batch statistics, so neurons do fire, and the
     # only randomness left is the perturbation
-    plain = make(T=2, dropout=0.0).train()
+    x = seq(x, 2)
+    plain = make(dropout=0.0).train()
     assert torch.equal(plain(x).logits, plain(x).logits)
-    perturbed = make(T=2, dropout=0.0, membrane_perturbation=True).train()
+    perturbed = make(dropout=0.0, membrane_perturbation=True).train()
     assert not torch.equal(perturbed(x).logits, perturbed(x).logits)
     assert sum(isinstance(m, PerturbedNeuron) for m in perturbed.modules()) == 14  # every neuron of the net
     assert not any(isinstance(m, PerturbedNeuron) for m in plain.modules())
@@ -126,9 +141,9 @@ def test_perturbed_neuron_is_the_official_lif_started_from_u0_uniform_0_half():
 def test_perturbed_neurons_become_plain_activations_under_the_ann_method():
     from snnexp.methods.ann import replace_neurons
 
-    model = make(T=1, membrane_perturbation=True).eval()
+    model = make(membrane_perturbation=True).eval()
     assert replace_neurons(model, torch.nn.ReLU) == 14
-    x = torch.randn(2, 3, 16)
+    x = seq(torch.randn(2, 3, 16), 1)
     torch.testing.assert_close(model(x).logits, model(x).logits)  # ReLUs: nothing random left in eval mode
 
 

@@ -27,25 +27,55 @@ class TETAugment:
         return f"TETAugment(flip_p={self.flip_p}, max_shift={self.max_shift})"
 
 
-def image_augment_steps(randaugment: bool, random_erasing: float) -> tuple[list, list]:
-    """Extra per-image training steps for static images, as timm's ``create_transform`` places them:
-    RandAugment (2 ops, magnitude 9) on the PIL image, random erasing (probability ``random_erasing``) on the
-    normalised tensor. Returns ``(before_to_tensor, after_normalise)`` lists of torchvision transforms."""
+def image_augment_steps(randaugment: bool, random_erasing: float, auto_augment: str | None = None,
+                        color_jitter: float = 0.0, size: int = 224, mean=(0.485, 0.456, 0.406),
+                        interpolation: str = "bilinear") -> tuple[list, list]:
+    """Extra per-image training steps for static images, placed as timm's ``create_transform`` places them.
+
+    Before ``ToTensor``, on the PIL image: torchvision's RandAugment (2 ops, magnitude 9) when ``randaugment``;
+    timm's policy named by ``auto_augment`` (``rand-m9-mstd0.5-inc1``, ``augmix-...``, ``original``, ...; its
+    geometric ops translate by up to 45% of ``size``, fill with ``mean`` and resample with ``interpolation``);
+    colour jitter of brightness, contrast and saturation by ``color_jitter`` (a factor in [1 - j, 1 + j]). After
+    ``Normalize``: random erasing with probability ``random_erasing``. timm's scripts drop the colour jitter when a
+    policy is set; here each step runs when it is asked for. Returns ``(before_to_tensor, after_normalise)``.
+    """
     from torchvision import transforms as tv
 
+    if randaugment and auto_augment:
+        raise ValueError(f"randaugment=true and auto_augment={auto_augment!r} are two RandAugments; choose one")
     before = [tv.RandAugment(num_ops=2, magnitude=9)] if randaugment else []
+    if auto_augment:
+        before.append(timm_auto_augment(auto_augment, size, mean, interpolation))
+    if color_jitter > 0:
+        before.append(tv.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
     after = [tv.RandomErasing(p=random_erasing, value="random")] if random_erasing > 0 else []
     return before, after
 
 
+def timm_auto_augment(policy: str, size: int, mean, interpolation: str = "bilinear"):
+    """timm's augmentation policy ``policy`` (a RandAugment, AugMix or AutoAugment string) with the hyperparameters
+    timm's ``transforms_imagenet_train`` gives it."""
+    from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
+    from timm.data.transforms import str_to_pil_interp
+
+    hparams = {"translate_const": int(size * 0.45), "img_mean": tuple(min(255, round(255 * m)) for m in mean),
+               "interpolation": str_to_pil_interp(interpolation)}
+    if policy.startswith("rand"):
+        return rand_augment_transform(policy, hparams)
+    if policy.startswith("augmix"):
+        return augment_and_mix_transform(policy, {**hparams, "translate_pct": 0.3})
+    return auto_augment_transform(policy, hparams)
+
+
 class MixUpCutMix:
     """Batch-level MixUp (Zhang et al., ICLR 2018) and CutMix (Yun et al., ICCV 2019) through
-    ``torchvision.transforms.v2``: each batch gets one of the enabled two with equal chance (timm's switch
-    probability 0.5). Targets become class probabilities ``[B, C]``, which the methods' cross-entropy accepts.
-    Used as a collate function: ``collate(samples) -> (mixed images, soft targets)``.
+    ``torchvision.transforms.v2``: a batch is mixed with probability ``prob`` (timm's ``mixup_prob``), by one of the
+    enabled two with equal chance (timm's switch probability 0.5). Targets become class probabilities ``[B, C]``
+    (one-hot for an unmixed batch), which the methods' cross-entropy accepts. Used as a collate function:
+    ``collate(samples) -> (images, soft targets)``. Draws from torch's generator (seeded per worker).
     """
 
-    def __init__(self, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0):
+    def __init__(self, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, prob: float = 1.0):
         from torchvision.transforms import v2
 
         choices = []
@@ -55,10 +85,15 @@ class MixUpCutMix:
             choices.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
         if not choices:
             raise ValueError("MixUpCutMix needs mixup_alpha > 0 or cutmix_alpha > 0")
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"the mixing probability must be in [0, 1]; got {prob}")
         self.transform = v2.RandomChoice(choices)
+        self.num_classes, self.prob = num_classes, prob
 
     def __call__(self, samples):
         from torch.utils.data import default_collate
 
         images, labels = default_collate(samples)
+        if self.prob < 1.0 and torch.rand(()) >= self.prob:
+            return images, torch.nn.functional.one_hot(labels, self.num_classes).to(images.dtype)
         return self.transform(images, labels)

@@ -8,10 +8,12 @@ is no official CIFAR validation split): report the last epoch, not the best vali
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
 import torchvision
+from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import transforms as tv
 from torchvision.datasets.utils import check_md5
 
@@ -23,17 +25,31 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TE
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class ImageAugmentMixin:
-    """Training augmentations shared by the static image datamodules beyond their geometric ones:
-    RandAugment, random erasing (per image) and MixUp/CutMix (per batch; targets become probabilities)."""
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
-    def set_image_augment(self, randaugment: bool, random_erasing: float, mixup: float, cutmix: float) -> None:
+
+class ImageAugmentMixin:
+    """Training augmentations shared by the static image datamodules beyond their geometric ones: torchvision's
+    RandAugment or a timm policy (``auto_augment``), colour jitter, random erasing (per image) and MixUp/CutMix
+    (per batch, applied with probability ``mixup_prob``; targets become probabilities). See
+    :func:`snnexp.data.augment.image_augment_steps`."""
+
+    def set_image_augment(self, randaugment: bool, random_erasing: float, mixup: float, cutmix: float,
+                          mixup_prob: float = 1.0, auto_augment: str | None = None, color_jitter: float = 0.0,
+                          interpolation: str = "bilinear") -> None:
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"data.interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
         self.randaugment, self.random_erasing, self.mixup, self.cutmix = randaugment, random_erasing, mixup, cutmix
+        self.mixup_prob, self.auto_augment, self.color_jitter = mixup_prob, auto_augment, color_jitter
+        self.interpolation = interpolation
         if mixup > 0 or cutmix > 0:
-            self.train_collate = MixUpCutMix(self.num_classes, mixup_alpha=mixup, cutmix_alpha=cutmix)
+            self.train_collate = MixUpCutMix(self.num_classes, mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mixup_prob)
 
     def compose(self, steps: list, train: bool, mean, std):
-        before, after = image_augment_steps(self.randaugment, self.random_erasing) if train else ([], [])
+        before, after = ([], [])
+        if train:
+            before, after = image_augment_steps(self.randaugment, self.random_erasing, self.auto_augment,
+                                                self.color_jitter, self.input_shape[-1], mean, self.interpolation)
         return tv.Compose(steps + before + [tv.ToTensor(), tv.Normalize(mean, std)] + after)
 
 
@@ -76,15 +92,20 @@ class CIFAR10DataModule(ImageAugmentMixin, SNNDataModule):
         download: bool = False,
         verify_md5: bool = True,
         randaugment: bool = False,
+        auto_augment: str | None = None,
+        color_jitter: float = 0.0,
         random_erasing: float = 0.0,
         mixup: float = 0.0,
         cutmix: float = 0.0,
+        mixup_prob: float = 1.0,
+        interpolation: str = "bilinear",
         batch_size: int = 128,
         num_workers: int = 0,
         pin_memory: bool = False,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.set_image_augment(randaugment, random_erasing, mixup, cutmix)
+        self.set_image_augment(randaugment, random_erasing, mixup, cutmix, mixup_prob, auto_augment, color_jitter,
+                               interpolation)
         root = Path(root).expanduser()
         # accept root pointing at the batches folder itself
         self.root = root.parent if root.name == self.torchvision_class.base_folder else root
@@ -152,9 +173,16 @@ class CIFAR100DataModule(CIFAR10DataModule):
 class ImageNetDataModule(ImageAugmentMixin, SNNDataModule):
     """ImageNet-1k in the ImageFolder layout ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG``.
 
-    Train: RandomResizedCrop(size) + horizontal flip; evaluation: Resize(size * 256 / 224) + CenterCrop(size);
-    ImageNet mean/std. Validation = the official val set, which is also the test set (ImageNet's test labels
-    are not public). ``num_classes`` is a parameter so a subset (e.g. ImageNet-100) can use the same module.
+    Train: RandomResizedCrop(size, scale=crop_scale) + horizontal flip (+ the augmentations of
+    :class:`ImageAugmentMixin`); evaluation: Resize + CenterCrop(size), the resize to ``size * 256 / 224`` (rounded)
+    or, with ``crop_pct``, to ``floor(size / crop_pct)`` as timm; both resample with ``interpolation``. ImageNet
+    mean/std. Validation = the official val set, which is also the test set (ImageNet's test labels are not
+    public). ``num_classes`` is a parameter so a subset (e.g. ImageNet-100) can use the same module.
+
+    ``repeated_aug=k`` (k > 1): repeated augmentation (Hoffer et al., CVPR 2020; DeiT) through timm's
+    ``RepeatAugSampler``: each epoch draws ``len/k`` images (rounded down to a multiple of 256 when there are
+    that many) and shows each ``k`` times under different augmentations, spread over the processes of a DDP run
+    (each process sees ``len / world_size`` samples an epoch). The shuffle depends on the epoch only.
     """
 
     name = "imagenet"
@@ -168,10 +196,17 @@ class ImageNetDataModule(ImageAugmentMixin, SNNDataModule):
         size: int = 224,
         num_classes: int = 1000,
         augment: bool = True,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop_pct: float | None = None,
+        interpolation: str = "bilinear",
         randaugment: bool = False,
+        auto_augment: str | None = None,
+        color_jitter: float = 0.0,
         random_erasing: float = 0.0,
         mixup: float = 0.0,
         cutmix: float = 0.0,
+        mixup_prob: float = 1.0,
+        repeated_aug: int = 0,
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -179,8 +214,10 @@ class ImageNetDataModule(ImageAugmentMixin, SNNDataModule):
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         self.root = Path(root).expanduser()
         self.size, self.num_classes, self.augment = size, num_classes, augment
+        self.crop_scale, self.crop_pct, self.repeated_aug = tuple(crop_scale), crop_pct, repeated_aug
         self.input_shape = (3, size, size)
-        self.set_image_augment(randaugment, random_erasing, mixup, cutmix)
+        self.set_image_augment(randaugment, random_erasing, mixup, cutmix, mixup_prob, auto_augment, color_jitter,
+                               interpolation)
 
     def check(self) -> None:
         missing = [
@@ -195,11 +232,24 @@ class ImageNetDataModule(ImageAugmentMixin, SNNDataModule):
         self.check()
 
     def transforms(self, train: bool):
+        mode = tv.InterpolationMode(self.interpolation)
         if train and self.augment:
-            steps = [tv.RandomResizedCrop(self.size), tv.RandomHorizontalFlip()]
+            steps = [tv.RandomResizedCrop(self.size, scale=self.crop_scale, interpolation=mode),
+                     tv.RandomHorizontalFlip()]
         else:
-            steps = [tv.Resize(int(round(self.size * 256 / 224))), tv.CenterCrop(self.size)]
+            resize = int(round(self.size * 256 / 224)) if self.crop_pct is None else math.floor(self.size / self.crop_pct)
+            steps = [tv.Resize(resize, interpolation=mode), tv.CenterCrop(self.size)]
         return self.compose(steps, train, IMAGENET_MEAN, IMAGENET_STD)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.repeated_aug <= 1:
+            return super().train_dataloader()
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = RepeatedAugSampler(self.train_set, self.repeated_aug, num_replicas=replicas, rank=rank)
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, collate_fn=self.train_collate or self.collate_fn,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
 
     def setup(self, stage: str | None = None) -> None:
         self.check()
@@ -213,3 +263,28 @@ class ImageNetDataModule(ImageAugmentMixin, SNNDataModule):
                 f"but the config says {self.num_classes}: set data.num_classes={len(self.train_set.classes)}"
             )
         self.val_set = self.test_set
+
+
+class RepeatedAugSampler(DistributedSampler):
+    """timm's ``RepeatAugSampler`` (repeated augmentation) for this process of ``num_replicas``.
+
+    A ``DistributedSampler`` by type, so Lightning keeps it under DDP instead of putting its own distributed sampler
+    in its place (the sampler already gives this process its share); Lightning calls ``set_epoch`` every epoch.
+    """
+
+    def __init__(self, dataset, num_repeats: int, num_replicas: int = 1, rank: int = 0):
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True)
+        self.repeats = RepeatAugSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
+                                        num_repeats=num_repeats)
+
+    def __iter__(self):
+        return iter(self.repeats)
+
+    def __len__(self) -> int:
+        return len(self.repeats)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.repeats.set_epoch(epoch)

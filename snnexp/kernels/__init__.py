@@ -4,10 +4,10 @@
 - :mod:`snnexp.kernels.cupy_ops`: the CUDA kernels (``cuda/neuron_kernels.cu``) compiled per variant with CuPy
   (NVRTC), as ``torch.library`` custom ops; ``backend="cupy"`` (and ``"auto"`` on CUDA tensors).
 - :mod:`snnexp.kernels.cpu`: the same math built as a torch C++ extension; ``backend="auto"`` on the CPU.
-- :mod:`snnexp.kernels.check`: ``python -m snnexp.kernels --check`` (NVRTC compile of every variant + host
-  math against the torch reference).
+- :mod:`snnexp.kernels.variants`: the compile-time variants and which inputs have a kernel (``has_kernel``).
 
-The neurons reach this package only through :func:`cupy_available` and :func:`multistep_neuron`.
+This package knows nothing of the neuron modules: ``snnexp.neurons.functional`` alone decides which backend
+runs a call, and ``python -m snnexp.neurons --check`` checks these kernels against the neurons' reference.
 """
 
 from __future__ import annotations
@@ -48,20 +48,3 @@ def cupy_import_error() -> BaseException | None:
     """The exception raised by importing CuPy, if :func:`cupy_available` found it failing."""
     cupy_available()
     return _import_error
-
-
-def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate):
-    """The CuPy backend of ``snnexp.neurons.functional.multistep_neuron`` (CUDA tensors).
-
-    Inputs the kernels do not cover (float64, a user-defined surrogate without a kernel variant) run on the
-    torch reference, which computes the same function.
-    """
-    from snnexp.kernels.variants import has_kernel
-
-    if not has_kernel(x_seq.dtype, surrogate):
-        from snnexp.neurons.functional import multistep_torch
-
-        return multistep_torch(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
-    from snnexp.kernels.cupy_ops import multistep_neuron as run
-
-    return run(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)

@@ -17,7 +17,6 @@ import hashlib
 import re
 from pathlib import Path
 
-import snnexp
 
 MATH_HEADER = "neuron_math.cuh"
 KERNELS = "neuron_kernels.cu"
@@ -30,7 +29,7 @@ _LOCAL_INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$', re.MULTILINE)
 @functools.cache
 def cuda_dir() -> Path:
     """The folder holding the sources: inside the installed package, else beside it in a source checkout."""
-    package = Path(snnexp.__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the snnexp package directory
     for candidate in (package / "cuda", package.parent / "cuda"):
         if (candidate / MATH_HEADER).is_file():
             return candidate

@@ -1,7 +1,6 @@
 """Training methods: one paper, one file. Select with ``method=<name>`` (conf/method/<name>.yaml)."""
 
 from snnexp.methods.ann import ANN
-from snnexp.methods.base import Method
 from snnexp.methods.contrastive import Contrastive
 from snnexp.methods.dspike import Dspike
 from snnexp.methods.enof import EnOF
@@ -14,4 +13,4 @@ from snnexp.methods.sml import SML
 from snnexp.methods.tdbn import TDBN
 from snnexp.methods.tet import TET
 
-__all__ = ["ANN", "Contrastive", "Dspike", "EnOF", "IMLoss", "KD", "Method", "MTT", "SDT", "SML", "Shortcut", "TDBN", "TET"]
+__all__ = ["ANN", "Contrastive", "Dspike", "EnOF", "IMLoss", "KD", "MTT", "SDT", "SML", "Shortcut", "TDBN", "TET"]

@@ -13,7 +13,7 @@ Our choices where the paper leaves one open (no code read): layers = every stage
 ``features``); layer weights w_l proportional to depth, w_l = l / sum_k k (deeper layers are more semantic),
 overridable with ``layer_weights``; tau = 0.1, beta = 0.1; features pooled over space (and tokens) so any
 resolution compares; a projection Linear(C_snn -> C_ann) only where the widths differ (a named
-``teacher_model``), training-only in ``model.extras`` of a TrainingWrapper.
+``teacher_model``), training-only submodules of the method (``method.projections``).
 """
 
 from typing import Optional
@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.auxiliary import TrainingWrapper, channels_of, pooled, probe_taps, stage_taps
-from snnexp.methods.base import Method, accuracy
-from snnexp.methods.teacher import load_teacher, run_teacher
+from snnexp.training.taps import channels_of, pooled, probe_taps, stage_taps
+from snnexp.training.method import Method, accuracy
+from snnexp.training.teacher import load_teacher
 
 
 def info_nce(s: torch.Tensor, a: torch.Tensor, tau: float) -> torch.Tensor:
@@ -40,6 +40,7 @@ class Contrastive(Method):
     def __init__(self, teacher_ckpt: Optional[str] = None, teacher_model: Optional[str] = None,
                  taps: Optional[list[str]] = None, layer_weights: Optional[list[float]] = None,
                  tau: float = 0.1, beta: float = 0.1):
+        super().__init__()
         if tau <= 0 or beta < 0:
             raise ValueError(f"method.tau must be positive and method.beta non-negative; got {tau}, {beta}")
         self.teacher_ckpt = teacher_ckpt
@@ -72,24 +73,23 @@ class Contrastive(Method):
         if self._shapes is None:
             self.check(model, datamodule)
         self._teacher = load_teacher(self.teacher_ckpt, model, datamodule, self.teacher_model, "contrastive")
-        teacher_shapes = probe_taps(self._teacher, datamodule)
+        teacher_shapes = probe_taps(self._teacher.net, datamodule)
         missing = [t for t in self._taps if t not in teacher_shapes]
         if missing:
             raise IncompatibleError(f"method=contrastive: the teacher ({self.teacher_model}) lacks the taps {missing}; "
                                     f"it has {list(teacher_shapes)}; set method.taps to taps both models expose")
-        projections = nn.ModuleDict()
+        self.projections = nn.ModuleDict()
         for name in self._taps:
             c_s, c_a = channels_of(self._shapes[name]), channels_of(teacher_shapes[name])
-            projections[name] = nn.Identity() if c_s == c_a else nn.Linear(c_s, c_a)
-        return TrainingWrapper(model, projections)
+            self.projections[name] = nn.Identity() if c_s == c_a else nn.Linear(c_s, c_a)
+        return model
 
     def training_step(self, module, batch):
         x, y = batch
         output = module(x)
         f = self.predict(output)
-        teacher = run_teacher(self._teacher, x)
-        proj = module.model.extras
-        terms = [info_nce(proj[n](pooled(output.taps[n])), pooled(teacher.taps[n]), self.tau) for n in self._taps]
+        teacher = self._teacher(module.encode(x, T=1))
+        terms = [info_nce(self.projections[n](pooled(output.taps[n])), pooled(teacher.taps[n]), self.tau) for n in self._taps]
         contrast = sum(w * t for w, t in zip(self._weights, terms))
         loss = F.cross_entropy(f, y) + self.beta * contrast
         return loss, {"acc": accuracy(f, y), "loss_contrast": contrast.detach()}

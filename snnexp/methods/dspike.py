@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.base import Method
+from snnexp.training.method import Method
 from snnexp.neurons import MultiStepNeuron
 from snnexp.neurons.surrogate import Dspike as DspikeSurrogate
 
@@ -54,6 +54,7 @@ class Dspike(Method):
     def __init__(self, b0: float = 3.0, delta_b: float = 0.5, width: float = 1.0, b_min: float = 0.5,
                  b_max: float = 10.0, directions: int = 16, fd_step: float = 1e-2, seed: int = 0,
                  label_smoothing: float = 0.0):
+        super().__init__()
         if not 0 < b_min <= b0 <= b_max:
             raise ValueError(f"method.b0 must lie in [b_min, b_max] = [{b_min}, {b_max}], got {b0}")
         self.b, self.delta_b, self.b_min, self.b_max = b0, delta_b, b_min, b_max
@@ -92,7 +93,7 @@ class Dspike(Method):
     def search_temperature(self, module, batch, epoch: int) -> float:
         """Set ``self.b`` to the candidate whose surrogate gradient best matches the finite difference."""
         x, y = batch
-        weight = first_weight(module)
+        weight = first_weight(module.model)
         was_training = module.training
         module.eval()
         try:
@@ -129,10 +130,10 @@ class Dspike(Method):
         weight.copy_(original)
         return torch.stack(diffs).to(dirs.dtype)
 
-    def state_dict(self) -> dict:
+    def get_extra_state(self) -> dict:
         return {"b": self.b}
 
-    def load_state_dict(self, state: dict) -> None:
+    def set_extra_state(self, state: dict) -> None:
         if "b" in state:
             self.b = state["b"]
             self.surrogate.alpha = self.b

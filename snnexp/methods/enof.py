@@ -22,29 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.auxiliary import probe_taps
-from snnexp.methods.base import Method, accuracy
-from snnexp.methods.teacher import load_teacher, run_teacher
-from snnexp.neurons import MultiStepNeuron
-
-
-def last_neuron(model: nn.Module, datamodule) -> Optional[str]:
-    """Qualified name of the last spiking neuron executed in one forward pass of ``model`` (None if none)."""
-    order: list[str] = []
-    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: order.append(name))
-               for name, m in model.named_modules() if isinstance(m, MultiStepNeuron)]
-    try:
-        probe_taps(model, datamodule)
-    finally:
-        for h in handles:
-            h.remove()
-    return order[-1] if order else None
-
-
-def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
+from snnexp.training.surgery import last_neuron, replace_module
+from snnexp.training.taps import probe_taps
+from snnexp.training.method import Method, accuracy
+from snnexp.training.teacher import load_teacher
 
 
 def af_loss(student_features, teacher_features, classifier, tau: float) -> torch.Tensor:
@@ -60,6 +41,7 @@ class EnOF(Method):
 
     def __init__(self, teacher_ckpt: Optional[str] = None, teacher_model: Optional[str] = None, beta: float = 1.0,
                  tau: float = 1.0, relu_last: bool = True):
+        super().__init__()
         if beta < 0 or tau <= 0:
             raise ValueError(f"method.beta must be non-negative and method.tau positive; got {beta}, {tau}")
         self.teacher_ckpt = teacher_ckpt
@@ -80,7 +62,7 @@ class EnOF(Method):
 
     def setup(self, model, datamodule):
         self._teacher = load_teacher(self.teacher_ckpt, model, datamodule, self.teacher_model, "enof")
-        if "features" not in probe_taps(self._teacher, datamodule) or not hasattr(self._teacher, "classifier"):
+        if "features" not in probe_taps(self._teacher.net, datamodule) or not hasattr(self._teacher.net, "classifier"):
             raise IncompatibleError(f"method.teacher_model={self.teacher_model} has no 'features' tap or classifier")
         if self.relu_last:
             self.replaced_neuron = last_neuron(model, datamodule)
@@ -92,12 +74,12 @@ class EnOF(Method):
         x, y = batch
         output = module(x)
         f = self.predict(output)
-        teacher = run_teacher(self._teacher, x)
+        teacher = self._teacher(module.encode(x, T=1))
         f_s, f_a = output.taps["features"].mean(0), teacher.taps["features"].mean(0)
         if f_s.shape != f_a.shape:
             raise IncompatibleError(f"method=enof: the SNN's features {tuple(f_s.shape[1:])} and the teacher's "
                                     f"{tuple(f_a.shape[1:])} differ; L_AF needs the same feature size")
-        classifier = self._teacher.classifier
+        classifier = self._teacher.net.classifier
 
         def head(v):
             return classifier(v.unsqueeze(0)).squeeze(0)  # the classifier runs per step on [T, B, F]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.base import Method, accuracy
+from snnexp.training.method import Method, accuracy
 from snnexp.neurons import MultiStepNeuron
 
 
@@ -34,6 +34,7 @@ class IMLoss(Method):
 
     def __init__(self, weight: float = 0.005, esg: bool = True, k_min: float = 1.0, k_max: float = 10.0,
                  label_smoothing: float = 0.0):
+        super().__init__()
         if esg and not 0 < k_min <= k_max:
             raise ValueError(f"method.k_min and k_max must satisfy 0 < k_min <= k_max, got {k_min}, {k_max}")
         self.weight, self.esg, self.k_min, self.k_max = weight, esg, k_min, k_max

@@ -4,7 +4,7 @@ from a trained ANN teacher into the SNN.
     L_KD = (1 - alpha) * CE(z_s, y)  +  alpha * tau^2 * KL( softmax(z_t / tau) || softmax(z_s / tau) )
 
 z_s is the SNN's time-mean logits, z_t the frozen ANN teacher's (a ``method=ann`` checkpoint, see
-:mod:`snnexp.methods.teacher`). tau^2 keeps the soft term's gradient scale independent of tau (Hinton's
+:mod:`snnexp.training.teacher`). tau^2 keeps the soft term's gradient scale independent of tau (Hinton's
 advice). Evaluation uses CE on z_s only; the teacher is not part of the trained model.
 """
 
@@ -12,8 +12,8 @@ from typing import Optional
 
 import torch.nn.functional as F
 
-from snnexp.methods.base import Method, accuracy
-from snnexp.methods.teacher import load_teacher, run_teacher
+from snnexp.training.method import Method, accuracy
+from snnexp.training.teacher import load_teacher
 
 
 def kd_loss(student_logits, teacher_logits, target, alpha: float, tau: float):
@@ -29,6 +29,7 @@ class KD(Method):
 
     def __init__(self, teacher_ckpt: Optional[str] = None, teacher_model: Optional[str] = None,
                  alpha: float = 0.5, tau: float = 4.0):
+        super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"method.alpha must lie in [0, 1], got {alpha}")
         if tau <= 0:
@@ -51,7 +52,7 @@ class KD(Method):
         x, y = batch
         output = module(x)
         z_s = self.predict(output)
-        z_t = run_teacher(self._teacher, x).logits.mean(0)
+        z_t = self._teacher(module.encode(x, T=1)).logits.mean(0)
         loss = kd_loss(z_s, z_t, y, self.alpha, self.tau)
         return loss, {"acc": accuracy(z_s, y)}
 

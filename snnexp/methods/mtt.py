@@ -7,7 +7,7 @@ Every training iteration draws, ``draws`` = 3 times, a time resolution for the e
     tau^(d) = (T_0, T_1, ..., T_S),   T_s ~ U{t_min, ..., t_max} independently,   d = 1..draws
 
 runs the network with stage s at T_s, its input converted from T_{s-1} steps by the communication module
-C_{T_{s-1} -> T_s} (:mod:`snnexp.methods.mtt_comm`: repeat steps to expand, sum contiguous evenly spaced groups
+C_{T_{s-1} -> T_s} (:mod:`snnexp.training.mixed_time`: repeat steps to expand, sum contiguous evenly spaced groups
 to contract), and takes one optimiser step on
 
     L = (1/draws) sum_d CE( (1/T_S) sum_t logits_t(x; tau^(d)), y )        (``reduction=mean``)
@@ -15,7 +15,7 @@ to contract), and takes one optimiser step on
 i.e. gradients accumulated over the draws. Before every evaluation BatchNorm statistics are recalibrated at
 the evaluation T: running stats reset, ``recalibration_batches`` training batches forwarded in train mode
 without gradients, with cumulative averaging (momentum None), so mu = (1/K) sum_k mean_k, var = (1/K) sum_k
-var_k (unbiased). At evaluation every stage keeps the incoming T: the whole network runs at ``model.T``.
+var_k (unbiased). At evaluation every stage keeps the incoming T: the whole network runs at the input's T.
 
 Facts from the official code, and the choices that are ours:
   * the official code draws one T per residual block (``group_block_num`` blocks per draw, default 1) and the
@@ -42,8 +42,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.base import Method, accuracy
-from snnexp.methods.mtt_comm import MixedTimeStage
+from snnexp.training.method import Method, accuracy
+from snnexp.training.mixed_time import MixedTimeStage
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class MTT(Method):
 
     def __init__(self, t_min: int = 1, t_max: int = 4, draws: int = 3, recalibration_batches: int = 10,
                  reduction: str = "mean", label_smoothing: float = 0.0):
+        super().__init__()
         if not 1 <= t_min <= t_max:
             raise ValueError(f"method.t_min and method.t_max need 1 <= t_min <= t_max, got {t_min}, {t_max}")
         if draws < 1:
@@ -80,9 +81,11 @@ class MTT(Method):
                 f"[T, B, ...]); {type(model).__name__} has none. Use a ResNet (model=resnet19, resnet18, resnet20, "
                 f"resnet34)."
             )
-        T = getattr(model, "T", None)
-        if T is not None and not self.t_min <= T <= self.t_max:
+
+    def timesteps(self, T: int) -> int:
+        if not self.t_min <= T <= self.t_max:
             log.warning("method=mtt trains at T in [%d, %d] but evaluates at T=%d", self.t_min, self.t_max, T)
+        return T
 
     def setup(self, model, datamodule):
         for name in list(model.stages.keys()):
@@ -104,25 +107,18 @@ class MTT(Method):
 
     def training_step(self, module, batch):
         x, y = batch
-        model = module.model
-        stages = self.stages(model)
-        static = hasattr(model, "input_shape") and x.ndim == len(model.input_shape) + 1
-        trained_T = getattr(model, "T", None)
+        stages = self.stages(module.model)
         losses, correct, self.last_draws = [], [], []
         try:
             for _ in range(self.draws):
                 Ts = self.sample(len(stages) + 1)
-                if static and trained_T is not None:
-                    model.T = Ts[0]
                 for stage, T in zip(stages, Ts[1:]):
                     stage.T = T
                 self.last_draws.append(Ts)
-                output = module(x)
+                output = module(x, T=Ts[0])  # the stem's T; a sequence input keeps the data's own T
                 losses.append(self.loss(output, y))
                 correct.append(accuracy(self.predict(output), y))
         finally:
-            if trained_T is not None:
-                model.T = trained_T
             for stage in stages:
                 stage.T = None
         total = torch.stack(losses)
@@ -138,11 +134,12 @@ class MTT(Method):
         if datamodule is None:  # not attached to a trainer with a datamodule (unit tests, bare dataloaders)
             return
         device = next(module.model.parameters()).device
-        self.recalibrate(module.model, datamodule.train_dataloader(), device)
+        self.recalibrate(module, datamodule.train_dataloader(), device)
 
     @torch.no_grad()
     def recalibrate(self, model: nn.Module, loader, device=None) -> int:
-        """Reset every BatchNorm's running stats and re-estimate them as the cumulative average over the first
+        """Reset every BatchNorm's running stats in ``model`` (the LightningModule: it encodes static inputs at
+        the evaluation T) and re-estimate them as the cumulative average over the first
         ``recalibration_batches`` batches of ``loader`` (train mode, no gradients); returns the batches used."""
         norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
         if not norms:

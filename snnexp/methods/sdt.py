@@ -10,13 +10,14 @@ at T=1 with a multi-T evaluation (``eval.timesteps``), a preset rather than a me
 import torch.nn.functional as F
 
 from snnexp.errors import IncompatibleError
-from snnexp.methods.base import Method
+from snnexp.training.method import Method
 
 
 class SDT(Method):
     """Cross-entropy on the mean over T of the per-step logits (the usual baseline of TET's Table 1)."""
 
     def __init__(self, label_smoothing: float = 0.0, transform_reg: float = 0.0):
+        super().__init__()
         self.label_smoothing = label_smoothing
         self.transform_reg = transform_reg
 

@@ -14,7 +14,7 @@ so the shallow heads dominate early and the last epoch trains the SNN alone (bet
 is the time mean of its tap -> global average pool -> Linear(C -> classes) (the lightest head that reaches the
 output); default taps are the stage outputs at 1/4, 1/2, 3/4 of the depth, never the last stage (ResNet-19:
 layer1, layer2; ResNet-18/34: layer1..layer3; VGGSNN: conv2, conv4, conv6; convnet: conv1); beta0 = 1.
-Heads live in ``model.extras`` of a :class:`TrainingWrapper`: absent from evaluation and ``export_model()``.
+Heads are the method's submodules (``method.heads``), never the SNN's: absent from evaluation and exports.
 """
 
 import math
@@ -23,8 +23,8 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import nn
 
-from snnexp.methods.auxiliary import TrainingWrapper, channels_of, pooled, probe_taps, resolve_taps
-from snnexp.methods.base import Method, accuracy
+from snnexp.training.taps import channels_of, pooled, probe_taps, resolve_taps
+from snnexp.training.method import Method, accuracy
 
 DEFAULT_DEPTHS = (1 / 4, 1 / 2, 3 / 4)
 SCHEDULES = ("cosine", "linear", "constant")
@@ -44,6 +44,7 @@ class Shortcut(Method):
     """Shortcut heads from shallow stages to the output, weighted by a decaying balance coefficient."""
 
     def __init__(self, taps: Optional[list[str]] = None, beta0: float = 1.0, schedule: str = "cosine"):
+        super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"method.schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
         if beta0 < 0:
@@ -61,9 +62,9 @@ class Shortcut(Method):
     def setup(self, model, datamodule):
         if self._shapes is None:
             self.check(model, datamodule)
-        heads = nn.ModuleDict({name: nn.Linear(channels_of(self._shapes[name]), datamodule.num_classes)
-                               for name in self._taps})
-        return TrainingWrapper(model, heads)
+        self.heads = nn.ModuleDict({name: nn.Linear(channels_of(self._shapes[name]), datamodule.num_classes)
+                                    for name in self._taps})
+        return model
 
     def on_train_epoch_start(self, epoch, max_epochs):
         self.beta = balance(epoch, max_epochs, self.beta0, self.schedule)
@@ -72,16 +73,15 @@ class Shortcut(Method):
         x, y = batch
         output = module(x)
         f = self.predict(output)
-        heads = module.model.extras
-        shortcut = sum(F.cross_entropy(heads[n](pooled(output.taps[n])), y) for n in self._taps) / len(self._taps)
+        shortcut = sum(F.cross_entropy(self.heads[n](pooled(output.taps[n])), y) for n in self._taps) / len(self._taps)
         loss = F.cross_entropy(f, y) + self.beta * shortcut
         return loss, {"acc": accuracy(f, y), "loss_shortcut": shortcut.detach(), "beta": self.beta}
 
     def loss(self, output, target):
         return F.cross_entropy(self.predict(output), target)
 
-    def state_dict(self):
+    def get_extra_state(self):
         return {"beta": self.beta}
 
-    def load_state_dict(self, state):
+    def set_extra_state(self, state):
         self.beta = state.get("beta", self.beta)

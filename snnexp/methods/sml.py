@@ -19,8 +19,8 @@ the FC part only (mean over tokens first). Default taps: the stage taps at 3/8 a
 (ResNet-18's four stages: layer2, layer3, i.e. after the 4th and 6th BasicBlock, the stage ends closest to the
 paper's 3rd and 6th; ResNet-19: layer1, layer2; VGGSNN: conv3, conv6; convnet: conv1), never the last stage.
 
-Branches are training-only: they live in ``model.extras`` of a :class:`TrainingWrapper`; ``predict`` and
-evaluation use f only, and ``model.export_model()`` is the SNN without them.
+Branches are training-only: they are the method's submodules (``method.branches``), never the SNN's; ``predict``
+and evaluation use f only.
 """
 
 from typing import Optional
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnexp.methods.auxiliary import TrainingWrapper, probe_taps, resolve_taps
-from snnexp.methods.base import Method, accuracy
+from snnexp.training.taps import probe_taps, resolve_taps
+from snnexp.training.method import Method, accuracy
 
 DEFAULT_DEPTHS = (3 / 8, 6 / 8)  # ResNet-18 demo: after the 3rd and 6th of 8 BasicBlocks
 
@@ -76,6 +76,7 @@ class SML(Method):
 
     def __init__(self, taps: Optional[list[str]] = None, tau: float = 3.0, alpha: float = 0.5, lamb: float = 0.9,
                  branch_width: int = 256, branch_hidden: int = 512):
+        super().__init__()
         if not 0.0 <= lamb <= 1.0:
             raise ValueError(f"method.lamb must lie in [0, 1], got {lamb}")
         if tau <= 0 or alpha < 0:
@@ -95,18 +96,17 @@ class SML(Method):
     def setup(self, model, datamodule):
         if self._shapes is None:
             self.check(model, datamodule)
-        branches = nn.ModuleDict({
+        self.branches = nn.ModuleDict({
             name: surrogate_branch(self._shapes[name], datamodule.num_classes, self.branch_width, self.branch_hidden)
             for name in self._taps
         })
-        return TrainingWrapper(model, branches)
+        return model
 
     def training_step(self, module, batch):
         x, y = batch
         output = module(x)
         f = self.predict(output)
-        branches = module.model.extras
-        a = [branches[name](output.taps[name].mean(0)) for name in self._taps]
+        a = [self.branches[name](output.taps[name].mean(0)) for name in self._taps]
         loss, hard, soft = sml_loss(f, a, y, self.tau, self.alpha, self.lamb)
         return loss, {"acc": accuracy(f, y), "loss_hard": hard.detach(), "loss_soft": soft.detach()}
 

@@ -5,17 +5,15 @@
     tdBN(x) = lambda * alpha * V_th * (x - mu) / sqrt(sigma^2 + eps) + beta,  statistics over (B, T, H, W)
 
 The normalisation is a model option every model has (``model.norm=tdbn``, see ``snnexp.models.norm``); this
-method is standard direct training that switches it on for models built with ``norm=bn``.
+method is standard direct training whose model is built with ``norm=tdbn`` (a model without the option is
+refused at start-up).
 """
 
 from snnexp.methods.sdt import SDT
-from snnexp.models.norm import TDBatchNorm1d, TDBatchNorm2d, apply_norm
 
 
 class TDBN(SDT):
-    """STBP with tdBN: cross-entropy on the time-averaged logits, tdBN in place of every BatchNorm."""
+    """STBP with tdBN: cross-entropy on the time-averaged logits, the model built with tdBN in every layer."""
 
-    def setup(self, model, datamodule):
-        if not any(isinstance(m, (TDBatchNorm1d, TDBatchNorm2d)) for m in model.modules()):
-            apply_norm(model, "tdbn")
-        return model
+    def model_options(self) -> dict:
+        return {"norm": "tdbn"}

@@ -10,13 +10,14 @@ over T, as in standard training.
 import torch
 import torch.nn.functional as F
 
-from snnexp.methods.base import Method
+from snnexp.training.method import Method
 
 
 class TET(Method):
     """TET loss: cross-entropy at every time step plus the MSE regulariser towards phi."""
 
     def __init__(self, lamb: float = 1e-3, phi: float = 1.0):
+        super().__init__()
         if not 0.0 <= lamb <= 1.0:
             raise ValueError(f"method.lamb must lie in [0, 1], got {lamb}")
         self.lamb = lamb

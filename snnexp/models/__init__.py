@@ -1,16 +1,31 @@
 """snnexp models: a registry of spiking architectures returning ``ModelOutput``.
 
     from snnexp.models import create_model
-    model = create_model("resnet19", neuron=partial(LIF, tau=2.0), input_shape=(3, 32, 32), num_classes=10, T=4)
-    out = model(images)            # [B, 3, 32, 32] or [T, B, 3, 32, 32] -> out.logits [T, B, 10]
+    from snnexp.models.encoders import DirectEncoder
+    model = create_model("resnet19", neuron=partial(LIF, tau=2.0), input_shape=(3, 32, 32), num_classes=10)
+    out = model(DirectEncoder()(images, 4))   # [B, 3, 32, 32] -> [4, B, 3, 32, 32] -> out.logits [4, B, 10]
+
+A model takes only time-major sequences ``[T, B, *input_shape]`` and reads T from them; static inputs are
+encoded by ``snnexp.models.encoders``. Every option of ``conf/model`` is a registered name (``sdt_2_512``, ...).
 """
 
+from snnexp.models import encoders
 from snnexp.models.layers import SeqToBatch
 from snnexp.models.output import ModelOutput
-from snnexp.models.registry import ModelConfigError, create_model, list_models, register_model
+from snnexp.models.registry import ModelConfigError, create_model, list_models, register_model, register_variant
 
-# Importing the family modules registers their models.
-from snnexp.models import convnet, resnet, spikedriven, stmixer, vgg  # noqa: E402,F401  isort: skip
-from snnexp.models import pointnet  # noqa: E402,F401  isort: skip
 
-__all__ = ["ModelOutput", "ModelConfigError", "SeqToBatch", "create_model", "list_models", "register_model"]
+def _import_families() -> None:
+    """Import every module of this package, so each family's ``@register_model`` factories are registered: a new
+    family file needs no line here."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_families()
+
+__all__ = ["ModelOutput", "ModelConfigError", "SeqToBatch", "create_model", "encoders", "list_models",
+           "register_model", "register_variant"]

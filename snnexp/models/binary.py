@@ -15,10 +15,12 @@ Choices that are ours, where the text we could read leaves them open:
   (XNOR-Net's closed-form scale, Rastegari et al. 2016); it is then learnt by backprop.
 * Backward: straight-through estimator with clipping (BinaryConnect / XNOR-Net),
   ``dL/dW = dL/dW_b * alpha * 1[|W| <= 1]``; the latent real ``W`` is what the optimiser updates.
-* Every Conv/Linear is binarised except the input layers and the output layer (customary in BNNs):
-  input layers are the convolutions that read the data's channels (``in_channels == input_shape[0]``: the
-  stem, and the parallel stems of STMixer's patch embedding and PointNet's T-Net and conv1), or the first
-  Conv/Linear when no convolution matches; the output layer is ``model.classifier``.
+* Every Conv/Linear is binarised except the input layers and the output layer (customary in BNNs). Each model
+  says which those are as it builds them: the layers that read the data (the stem; the parallel stems of
+  STMixer's patch embedding; PointNet's input T-Net and conv1) and the classifier are built real, every other
+  Conv/Linear passes through the model's ``hidden_weights``, :func:`real_weights` or :func:`sign_weights`
+  (``model.binary_weights=true``; :func:`weights_for` maps the flag). A model that re-initialises its weights
+  after building them does so with :func:`init_weight_`, which also re-sets alpha from the new latent weight.
 * Re-parameterisation (:func:`reparameterise_binary`, eval mode only): a binarised layer computes
   ``y = alpha * (W_b x) + b = alpha * (W_b x + b / alpha)``; the per-channel ``alpha`` goes into the
   BatchNorm that follows (``gamma <- gamma * alpha``, ``running_mean <- running_mean / alpha``, exact in eval
@@ -30,6 +32,7 @@ Choices that are ours, where the text we could read leaves them open:
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 from torch import nn
@@ -65,7 +68,12 @@ class BinaryWeight(nn.Module):
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
-        self.alpha = nn.Parameter(weight.detach().abs().flatten(1).mean(1).clone())
+        self.alpha = nn.Parameter(self.initial_alpha(weight))
+
+    @staticmethod
+    def initial_alpha(weight: torch.Tensor) -> torch.Tensor:
+        """XNOR-Net's closed-form scale: ``mean |W|`` over each output channel."""
+        return weight.detach().abs().flatten(1).mean(1).clone()
 
     def scale(self, w: torch.Tensor) -> torch.Tensor:
         """``alpha`` shaped to broadcast over ``w``: ``[C_out, 1, ...]``."""
@@ -100,32 +108,40 @@ def binary_parametrization(layer: nn.Module) -> BinaryWeight | None:
     return next((p for p in layer.parametrizations.weight if isinstance(p, BinaryWeight)), None)
 
 
-def real_layers(model: nn.Module) -> set[nn.Module]:
-    """The Conv/Linear layers ReverB keeps real: the input layers and ``model.classifier``'s (see module doc)."""
-    layers = [m for m in model.modules() if isinstance(m, LAYERS)]
-    if not layers:
-        return set()
-    shape = getattr(model, "input_shape", None)
-    channels = shape[0] if shape else None
-    keep = {m for m in layers if isinstance(m, LAYERS[:3]) and m.in_channels == channels} or {layers[0]}
-    classifier = getattr(model, "classifier", None)
-    if classifier is not None:
-        keep |= {m for m in classifier.modules() if isinstance(m, LAYERS)}
-    else:
-        keep.add(layers[-1])
-    return keep
+WeightsFn = Callable[[nn.Module], nn.Module]  # hidden_weights(layer) -> layer, applied as the layer is built
 
 
-def apply_binary_weights(model: nn.Module, enabled: bool = False) -> nn.Module:
-    """Return ``model`` with, when ``enabled``, every Conv/Linear but the input and output layers binarised:
-    ``weight = alpha * sign(W)`` (:class:`BinaryWeight`). ``enabled=False`` leaves the model as it is."""
-    if not enabled:
-        return model
-    keep = real_layers(model)
-    for layer in [m for m in model.modules() if isinstance(m, LAYERS)]:
-        if layer not in keep and binary_parametrization(layer) is None:
-            parametrize.register_parametrization(layer, "weight", BinaryWeight(layer.weight))
-    return model
+def real_weights(layer: nn.Module) -> nn.Module:
+    """``layer`` as built: real weights."""
+    return layer
+
+
+def sign_weights(layer: nn.Module) -> nn.Module:
+    """``layer`` with ReverB's binary weights, ``weight = alpha * sign(W)`` (:class:`BinaryWeight`; the real
+    ``W`` becomes ``layer.parametrizations.weight.original``)."""
+    if not isinstance(layer, LAYERS):
+        raise TypeError(f"sign_weights binarises Conv/Linear layers; got {type(layer).__name__}")
+    parametrize.register_parametrization(layer, "weight", BinaryWeight(layer.weight))
+    return layer
+
+
+def weights_for(binary_weights: bool) -> WeightsFn:
+    """The ``hidden_weights`` of a model factory's ``binary_weights`` flag (``model.binary_weights``)."""
+    return sign_weights if binary_weights else real_weights
+
+
+@torch.no_grad()
+def init_weight_(layer: nn.Module, init: Callable[..., torch.Tensor], *args, **kwargs) -> None:
+    """Initialise ``layer``'s real weight in place with ``init(weight, *args, **kwargs)`` (an ``nn.init``
+    function). On a binarised layer that is the latent ``W``, and alpha is re-set to ``mean |W|`` per channel,
+    exactly as if the layer had been binarised after its initialisation."""
+    p = binary_parametrization(layer)
+    if p is None:
+        init(layer.weight, *args, **kwargs)
+        return
+    latent = layer.parametrizations.weight.original
+    init(latent, *args, **kwargs)
+    p.alpha.copy_(BinaryWeight.initial_alpha(latent))
 
 
 @torch.no_grad()

@@ -1,15 +1,20 @@
-"""Building blocks shared by every model: time-folding wrapper, input encoders, the spiking-model base.
+"""Building blocks shared by every model: the time-folding wrapper, conv + norm, time-shared drop path and the
+spiking-model base.
 
-Layout is time-major: a spiking tensor is ``[T, B, ...]``. Stateless layers (conv, BN, pooling, linear) run
-on the folded ``[T*B, ...]`` view (``SeqToBatch``), as in TET (Deng et al., ICLR 2022) and SpikingJelly's
-multi-step mode, so BatchNorm statistics pool over time steps and batch alike.
+Layout is time-major: a spiking tensor is ``[T, B, ...]``, and a model reads T from its input's first
+dimension (static inputs are turned into sequences by ``snnexp.models.encoders``). Stateless layers (conv, BN,
+pooling, linear) run on the folded ``[T*B, ...]`` view (``SeqToBatch``), as in TET (Deng et al., ICLR 2022) and
+SpikingJelly's multi-step mode, so BatchNorm statistics pool over time steps and batch alike.
 """
 
 from collections import OrderedDict
 
+import timm.layers
 import torch
 from torch import nn
 
+from snnexp.models.binary import WeightsFn, real_weights
+from snnexp.models.norm import NormLayer, batch_norm
 from snnexp.models.registry import ModelConfigError
 
 
@@ -28,92 +33,50 @@ class SeqToBatch(nn.Module):
         return self.module(x.flatten(0, 1)).unflatten(0, (T, B))
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-            bias: bool = False) -> SeqToBatch:
-    """Conv2d (padding ``kernel_size // 2``) followed by BatchNorm2d, applied per time step."""
-    conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=bias)
-    return SeqToBatch(nn.Sequential(OrderedDict(conv=conv, bn=nn.BatchNorm2d(out_channels))))
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, bias: bool = False, *,
+            norm_layer: NormLayer = batch_norm, residual: bool = False,
+            weights: WeightsFn = real_weights) -> SeqToBatch:
+    """Conv2d (padding ``kernel_size // 2``, built through ``weights``) followed by
+    ``norm_layer(out_channels, residual=residual)``, applied per time step."""
+    conv = weights(nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=bias))
+    return SeqToBatch(nn.Sequential(OrderedDict(conv=conv, bn=norm_layer(out_channels, residual=residual))))
 
 
-class DirectEncoder(nn.Module):
-    """Direct coding: the analog input is fed unchanged at every step, ``[B, ...] -> [T, B, ...]``."""
-
-    def __init__(self, T: int):
-        super().__init__()
-        self.T = T
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unsqueeze(0).repeat(self.T, *([1] * x.ndim))
-
-    def extra_repr(self) -> str:
-        return f"T={self.T}"
-
-
-class PoissonEncoder(nn.Module):
-    """Rate (Poisson/Bernoulli) coding: at each step a spike fires with probability ``clamp(x, 0, 1)``."""
-
-    def __init__(self, T: int):
-        super().__init__()
-        self.T = T
+class SeqDropPath(timm.layers.DropPath):
+    """Stochastic depth on a residual branch ``[T, B, ...]``, per sample: timm's ``DropPath`` (one draw per entry
+    of the first dimension) on the ``[B, T, ...]`` view, so a sample's branch is kept (scaled by
+    ``1 / (1 - drop_prob)``) at every time step or dropped at every time step. The identity in eval mode."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = x.detach().clamp(0, 1).unsqueeze(0).expand(self.T, *x.shape)
-        return torch.bernoulli(p)
-
-    def extra_repr(self) -> str:
-        return f"T={self.T}"
+        return super().forward(x.transpose(0, 1)).transpose(0, 1)
 
 
-ENCODERS = {"direct": DirectEncoder, "poisson": PoissonEncoder}
-
-
-def make_encoder(name: str, T: int) -> nn.Module:
-    """Build the input encoder called ``name`` with ``T`` steps."""
-    if name not in ENCODERS:
-        raise ModelConfigError(
-            f"Unknown input encoder {name!r}; valid encoders are {sorted(ENCODERS)} (set model.encoder=...)."
-        )
-    return ENCODERS[name](_check_T(T))
-
-
-def _check_T(T) -> int:
-    if int(T) != T or T < 1:
-        raise ModelConfigError(f"The number of time steps T must be a positive integer, got {T!r}.")
-    return int(T)
+def drop_path(rate: float) -> nn.Module:
+    """:class:`SeqDropPath` at ``rate``, or ``nn.Identity`` at 0 (timm's convention)."""
+    return SeqDropPath(rate) if rate > 0 else nn.Identity()
 
 
 class SpikingModel(nn.Module):
-    """Base of every snnexp model: turns the input into a ``[T, B, ...]`` sequence.
+    """Base of every snnexp model. ``forward(x)`` takes a time-major sequence ``x: [T, B, *input_shape]`` and
+    reads T from ``x.shape[0]``; a model holds no T of its own."""
 
-    A static input ``[B, *input_shape]`` goes through the encoder (T steps); a sequence
-    ``[T, B, *input_shape]`` (e.g. event frames) is used as is. ``model.T`` sets the encoder's steps, e.g.
-    1 for an ANN baseline or many values in a test-time sweep.
-    """
-
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, T: int, encoder: str):
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = int(num_classes)
-        self.encoder = make_encoder(encoder, T)
 
-    @property
-    def T(self) -> int:
-        return self.encoder.T
-
-    @T.setter
-    def T(self, value: int) -> None:
-        self.encoder.T = _check_T(value)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        n = len(self.input_shape)
-        if x.ndim == n + 1:
-            return self.encoder(x)
-        if x.ndim == n + 2:
-            return x
-        raise ValueError(
-            f"{type(self).__name__} expects a static batch [B, {', '.join(map(str, self.input_shape))}] or a "
-            f"sequence [T, B, ...] of it; got a tensor of shape {tuple(x.shape)}."
-        )
+    def check_sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` when it has the rank of a sequence ``[T, B, *input_shape]``; else a ``ValueError`` that says how
+        to encode a static batch."""
+        if x.ndim != len(self.input_shape) + 2:
+            shape = ", ".join(map(str, self.input_shape))
+            raise ValueError(
+                f"{type(self).__name__} takes a time-major sequence [T, B, {shape}] (T is read from its first "
+                f"dimension); got a tensor of shape {tuple(x.shape)}. Static inputs [B, {shape}] are encoded into "
+                f"[T, B, {shape}] with snnexp.models.encoders (e.g. DirectEncoder()(x, T)), or by calling the "
+                f"LightningModule, which encodes them."
+            )
+        return x
 
 
 def image_shape(input_shape, model: str) -> tuple[int, int, int]:

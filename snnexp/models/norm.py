@@ -1,4 +1,5 @@
-"""Threshold-dependent batch normalisation (tdBN), STBP-tdBN (Zheng, Wu, Deng, Hu, Li; AAAI 2021).
+"""Normalisation layers, chosen when a model is built: plain BatchNorm, or threshold-dependent batch
+normalisation (tdBN) of STBP-tdBN (Zheng, Wu, Deng, Hu, Li; AAAI 2021).
 
     tdBN(x) = lambda * alpha * V_th * (x - mu) / sqrt(sigma^2 + eps) + beta
 
@@ -7,18 +8,34 @@ plain BatchNorm statistics already pool over T. alpha = 1, except 1/sqrt(2) for 
 is added to a residual (the two summands then keep the pre-activation variance near V_th^2). No official
 code was released; the placement of alpha follows the paper's text.
 
-Every model factory takes ``norm="bn" | "tdbn"`` and ends with :func:`apply_norm`; layers that feed a residual
-sum are tagged ``residual_branch = True`` by the model that builds them.
+The ``norm_layer`` protocol. A model class takes one ``norm_layer`` and calls it wherever it builds a BN:
+
+    norm_layer(num_features, *, dims=2, residual=False) -> nn.Module
+
+``dims`` is 2 for ``[N, C, H, W]`` maps (a ``BatchNorm2d``) and 1 for ``[N, C, L]`` or ``[N, C]`` (a
+``BatchNorm1d``). ``residual=True`` marks a normalisation whose output joins a residual sum before a neuron
+(ResNet's second BN and shortcut BN, the Spike-driven Transformer's attention-projection and MLP-fc2 BNs,
+STMixer's token-mixer and FFN fc2 BNs); the model says so, the norm decides what it means: :func:`batch_norm`
+ignores it, :func:`tdbn` sets alpha = 1/sqrt(2). A model factory's ``norm="bn" | "tdbn"`` (the config key
+``model.norm``) becomes a ``norm_layer`` through :func:`make_norm_layer`, which fixes tdBN's V_th to the
+threshold of the model's neuron.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable
 
 import torch
 from torch import nn
 
+from snnexp.models.registry import ModelConfigError
+
 NORMS = ("bn", "tdbn")
+RESIDUAL_ALPHA = 1 / math.sqrt(2)
+
+NormLayer = Callable[..., nn.Module]  # norm_layer(num_features, *, dims=2, residual=False)
 
 
 class _TDNorm:
@@ -52,37 +69,39 @@ class TDBatchNorm2d(_TDNorm, nn.BatchNorm2d):
         self.alpha, self.v_threshold = alpha, v_threshold
 
 
-_TD = {nn.BatchNorm1d: TDBatchNorm1d, nn.BatchNorm2d: TDBatchNorm2d}
+_BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
+_TD = {1: TDBatchNorm1d, 2: TDBatchNorm2d}
 
 
-def _threshold_of(model: nn.Module) -> float:
-    """The firing threshold of the model's first spiking neuron (1.0 when it has none)."""
+def _check_dims(dims: int) -> int:
+    if dims not in _BN:
+        raise ValueError(f"norm_layer: dims must be 1 (BatchNorm1d) or 2 (BatchNorm2d), got {dims!r}")
+    return dims
+
+
+def batch_norm(num_features: int, *, dims: int = 2, residual: bool = False) -> nn.Module:
+    """Plain ``BatchNorm1d`` / ``BatchNorm2d``; ``residual`` changes nothing."""
+    return _BN[_check_dims(dims)](num_features)
+
+
+def tdbn(num_features: int, *, dims: int = 2, residual: bool = False, v_threshold: float = 1.0) -> nn.Module:
+    """tdBN with alpha = 1/sqrt(2) on a residual branch, 1 elsewhere, and the neurons' threshold ``v_threshold``."""
+    alpha = RESIDUAL_ALPHA if residual else 1.0
+    return _TD[_check_dims(dims)](num_features, alpha=alpha, v_threshold=v_threshold)
+
+
+def neuron_threshold(neuron: Callable[..., nn.Module]) -> float:
+    """V_th of the neurons ``neuron()`` builds (1.0 when it is not a ``MultiStepNeuron``): tdBN's V_th."""
     from snnexp.neurons import MultiStepNeuron
 
-    for module in model.modules():
-        if isinstance(module, MultiStepNeuron):
-            return float(module.v_threshold)
-    return 1.0
+    probe = neuron()
+    return float(probe.v_threshold) if isinstance(probe, MultiStepNeuron) else 1.0
 
 
-def apply_norm(model: nn.Module, norm: str = "bn") -> nn.Module:
-    """Return ``model`` with its normalisation set to ``norm``: "bn" leaves it, "tdbn" swaps every BatchNorm
-    for a tdBN with the same parameters and statistics (alpha 1/sqrt(2) on layers tagged ``residual_branch``)."""
+def make_norm_layer(norm: str, neuron: Callable[..., nn.Module]) -> NormLayer:
+    """The ``norm_layer`` for the config value ``model.norm`` of a model whose spiking layers ``neuron`` builds."""
     if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {list(NORMS)} (model.norm=...)")
-    if norm == "tdbn":
-        _convert(model, _threshold_of(model))
-    return model
-
-
-def _convert(parent: nn.Module, v_threshold: float) -> None:
-    for name, child in parent.named_children():
-        cls = _TD.get(type(child))
-        if cls is None:
-            _convert(child, v_threshold)
-            continue
-        alpha = 1 / math.sqrt(2) if getattr(child, "residual_branch", False) else 1.0
-        td = cls(child.num_features, alpha=alpha, v_threshold=v_threshold, eps=child.eps, momentum=child.momentum,
-                 affine=child.affine, track_running_stats=child.track_running_stats)
-        td.load_state_dict(child.state_dict())
-        setattr(parent, name, td)
+        raise ModelConfigError(f"Unknown norm {norm!r}; valid norms are {list(NORMS)} (set model.norm=...).")
+    if norm == "bn":
+        return batch_norm
+    return functools.partial(tdbn, v_threshold=neuron_threshold(neuron))

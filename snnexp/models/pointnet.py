@@ -14,11 +14,16 @@ Layer by layer, as the official ``pointnet_cls.get_model`` / ``pointnet_utils`` 
     fc 1024->512, BN, neuron; fc 512->256, dropout 0.4, BN, neuron          (tap "features")
     fc 256->k                                                               (logits [T, B, k])
 
-Time-major throughout: ``[T, B, C, N]``; the points are repeated T times by the direct encoder, and the
-official prediction is the mean over T (as snnexp's methods do). BatchNorm pools over time, batch and points,
+Time-major throughout: the model takes ``[T, B, C, N]`` (the points repeated T times, e.g. by
+``snnexp.models.encoders.DirectEncoder``; the official setting trains at T = 1), and the official prediction is
+the mean over T (as snnexp's methods do). BatchNorm pools over time, batch and points,
 like the official ``SpikeBatchNorm``. ``ModelOutput.aux["feature_transform"]`` is the 64x64 matrix A averaged
 over T, ``[B, 64, 64]`` (the official loss regularises the time-mean), for the loss term
 ``0.001 * mean_b ||A A^T - I||_F`` (:func:`feature_transform_regularizer`).
+
+``norm="tdbn"`` builds every BatchNorm1d as tdBN (``snnexp.models.norm``; PointNet has no residual sums). With
+binary weights the layers that read the points (the input T-Net's first conv and conv1) and the classifier keep
+real weights.
 
 Membrane-potential perturbation (MPR): each neuron starts every forward from ``V[-1] = V_rest + u0``,
 ``u0 ~ U(0, 0.5)`` drawn afresh per element and per call, in training and in evaluation alike (the official
@@ -35,8 +40,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from snnexp.models.binary import apply_binary_weights
+from snnexp.models.binary import WeightsFn, real_weights, weights_for
 from snnexp.models.layers import SeqToBatch, SpikingModel
+from snnexp.models.norm import NormLayer, batch_norm, make_norm_layer
 from snnexp.models.output import ModelOutput
 from snnexp.models.registry import ModelConfigError, register_model
 
@@ -74,18 +80,22 @@ class PerturbedNeuron(nn.Module):
         return f"u0 ~ U(0, {self.high})"
 
 
-def conv_bn1d(in_channels: int, out_channels: int) -> SeqToBatch:
-    """Pointwise ``Conv1d(kernel 1, bias)`` + ``BatchNorm1d`` on ``[T, B, C, N]``."""
-    conv = nn.Conv1d(in_channels, out_channels, 1)
-    return SeqToBatch(nn.Sequential(OrderedDict(conv=conv, bn=nn.BatchNorm1d(out_channels))))
+def conv_bn1d(in_channels: int, out_channels: int, *, norm_layer: NormLayer = batch_norm,
+              weights: WeightsFn = real_weights) -> SeqToBatch:
+    """Pointwise ``Conv1d(kernel 1, bias)`` (built through ``weights``) + a 1-d ``norm_layer`` on
+    ``[T, B, C, N]``."""
+    conv = weights(nn.Conv1d(in_channels, out_channels, 1))
+    return SeqToBatch(nn.Sequential(OrderedDict(conv=conv, bn=norm_layer(out_channels, dims=1))))
 
 
-def fc_bn(in_features: int, out_features: int, dropout: float = 0.0) -> SeqToBatch:
-    """``Linear`` [+ ``Dropout``] + ``BatchNorm1d`` on ``[T, B, F]`` (the official order: fc, dropout, BN)."""
-    layers = OrderedDict(fc=nn.Linear(in_features, out_features))
+def fc_bn(in_features: int, out_features: int, dropout: float = 0.0, *, norm_layer: NormLayer = batch_norm,
+          weights: WeightsFn = real_weights) -> SeqToBatch:
+    """``Linear`` (built through ``weights``) [+ ``Dropout``] + a 1-d ``norm_layer`` on ``[T, B, F]`` (the
+    official order: fc, dropout, BN)."""
+    layers = OrderedDict(fc=weights(nn.Linear(in_features, out_features)))
     if dropout > 0:
         layers["dropout"] = nn.Dropout(dropout)
-    layers["bn"] = nn.BatchNorm1d(out_features)
+    layers["bn"] = norm_layer(out_features, dims=1)
     return SeqToBatch(nn.Sequential(layers))
 
 
@@ -102,15 +112,22 @@ def apply_transform(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
 class TransformNet(nn.Module):
     """PointNet's T-Net predicting a ``k x k`` matrix (official ``STN3d`` for k=3, ``STNkd`` for k=64):
     conv in->64->128->1024 (BN, neuron), max over points, fc 1024->512->256 (BN, neuron), fc 256->k*k,
-    plus the identity. ``[T, B, C, N] -> [T, B, k, k]``."""
+    plus the identity. ``[T, B, C, N] -> [T, B, k, k]``.
 
-    def __init__(self, in_channels: int, k: int, neuron: Callable[[], nn.Module]):
+    Every Conv/Linear is built through ``weights``, except the first conv when ``reads_input`` (the input
+    T-Net's, which reads the points, keeps real weights)."""
+
+    def __init__(self, in_channels: int, k: int, neuron: Callable[[], nn.Module], norm_layer: NormLayer = batch_norm,
+                 weights: WeightsFn = real_weights, reads_input: bool = False):
         super().__init__()
         self.k = k
-        self.convs = nn.Sequential(conv_bn1d(in_channels, 64), neuron(), conv_bn1d(64, 128), neuron(),
-                                   conv_bn1d(128, 1024), neuron())
-        self.fcs = nn.Sequential(fc_bn(1024, 512), neuron(), fc_bn(512, 256), neuron())
-        self.out = SeqToBatch(nn.Linear(256, k * k))
+        first = real_weights if reads_input else weights
+        self.convs = nn.Sequential(conv_bn1d(in_channels, 64, norm_layer=norm_layer, weights=first), neuron(),
+                                   conv_bn1d(64, 128, norm_layer=norm_layer, weights=weights), neuron(),
+                                   conv_bn1d(128, 1024, norm_layer=norm_layer, weights=weights), neuron())
+        self.fcs = nn.Sequential(fc_bn(1024, 512, norm_layer=norm_layer, weights=weights), neuron(),
+                                 fc_bn(512, 256, norm_layer=norm_layer, weights=weights), neuron())
+        self.out = SeqToBatch(weights(nn.Linear(256, k * k)))
         self.register_buffer("identity", torch.eye(k), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,11 +136,16 @@ class TransformNet(nn.Module):
 
 
 class SpikingPointNet(SpikingModel):
-    """PointNet classifier with spiking neurons (see the module docstring for the layer list and taps)."""
+    """PointNet classifier with spiking neurons (see the module docstring for the layer list and taps).
 
-    def __init__(self, *, neuron, input_shape, num_classes, T=1, encoder="direct", use_normals=False,
-                 feature_transform=True, membrane_perturbation=False, dropout=0.4):
-        super().__init__(input_shape, num_classes, T, encoder)
+    ``norm_layer`` builds every BN; ``hidden_weights`` builds every Conv/Linear but the input T-Net's first conv,
+    conv1 and the classifier, which keep real weights.
+    """
+
+    def __init__(self, *, neuron, input_shape, num_classes, use_normals=False, feature_transform=True,
+                 membrane_perturbation=False, dropout=0.4, norm_layer: NormLayer = batch_norm,
+                 hidden_weights: WeightsFn = real_weights):
+        super().__init__(input_shape, num_classes)
         if len(self.input_shape) != 2:
             raise ModelConfigError(
                 f"PointNet needs point clouds of shape (channels, points); the data gives "
@@ -142,17 +164,19 @@ class SpikingPointNet(SpikingModel):
             n = neuron()
             return PerturbedNeuron(n) if membrane_perturbation else n
 
-        self.input_transform = TransformNet(channels, 3, make_neuron)
-        self.conv1 = nn.Sequential(conv_bn1d(channels, 64), make_neuron())
-        self.feature_transform = TransformNet(64, 64, make_neuron) if feature_transform else None
-        self.conv2 = nn.Sequential(conv_bn1d(64, 128), make_neuron())
-        self.conv3 = conv_bn1d(128, 1024)  # no neuron before the max-pool, as the official encoder
-        self.head = nn.Sequential(fc_bn(1024, 512), make_neuron(), fc_bn(512, 256, dropout), make_neuron())
+        hidden = dict(norm_layer=norm_layer, weights=hidden_weights)
+        self.input_transform = TransformNet(channels, 3, make_neuron, **hidden, reads_input=True)
+        self.conv1 = nn.Sequential(conv_bn1d(channels, 64, norm_layer=norm_layer), make_neuron())
+        self.feature_transform = TransformNet(64, 64, make_neuron, **hidden) if feature_transform else None
+        self.conv2 = nn.Sequential(conv_bn1d(64, 128, **hidden), make_neuron())
+        self.conv3 = conv_bn1d(128, 1024, **hidden)  # no neuron before the max-pool, as the official encoder
+        self.head = nn.Sequential(fc_bn(1024, 512, **hidden), make_neuron(), fc_bn(512, 256, dropout, **hidden),
+                                  make_neuron())
         self.num_features = 256
         self.classifier = SeqToBatch(nn.Linear(256, num_classes))
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        x = self.encode(x)  # [T, B, C, N]
+        x = self.check_sequence(x)  # [T, B, C, N]
         a_in = self.input_transform(x)
         xyz = apply_transform(x[:, :, :3], a_in)
         x = torch.cat([xyz, x[:, :, 3:]], dim=2) if self.use_normals else xyz
@@ -180,14 +204,13 @@ def feature_transform_regularizer(matrix: torch.Tensor) -> torch.Tensor:
 # The factory spells out its keyword arguments: snnexp.config derives the model config schema from them.
 
 @register_model("pointnet")
-def pointnet(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 1,
-             encoder: str = "direct", use_normals: bool = False, feature_transform: bool = True,
-             membrane_perturbation: bool = False, dropout: float = 0.4,
-             binary_weights: bool = False) -> SpikingPointNet:
+def pointnet(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int,
+             use_normals: bool = False, feature_transform: bool = True, membrane_perturbation: bool = False,
+             dropout: float = 0.4, norm: str = "bn", binary_weights: bool = False) -> SpikingPointNet:
     """Spiking PointNet classifier (Ren et al., NeurIPS 2023): input and feature T-Nets, conv 64->128->1024,
     max over points, fc 512->256 (dropout 0.4) -> classes. ``input_shape`` is ``(3 or 6, num_points)``;
     ``membrane_perturbation`` starts every neuron from ``U(0, 0.5)`` at each forward."""
-    model = SpikingPointNet(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder,
-                            use_normals=use_normals, feature_transform=feature_transform,
-                            membrane_perturbation=membrane_perturbation, dropout=dropout)
-    return apply_binary_weights(model, binary_weights)
+    return SpikingPointNet(neuron=neuron, input_shape=input_shape, num_classes=num_classes, use_normals=use_normals,
+                           feature_transform=feature_transform, membrane_perturbation=membrane_perturbation,
+                           dropout=dropout, norm_layer=make_norm_layer(norm, neuron),
+                           hidden_weights=weights_for(binary_weights))

@@ -2,7 +2,8 @@
 ICLR 2022; first in Zheng et al., AAAI 2021) and He et al.'s CIFAR ResNet-20.
 
 A block is conv-BN-neuron-conv-BN, plus the shortcut (identity, or 1x1 conv + BN where the shape changes),
-then a neuron: the residual joins before the neuron, so every block emits spikes (TET's code). Variants
+then a neuron: the residual joins before the neuron, so every block emits spikes (TET's code). The block's
+second BN and the shortcut BN feed that sum: they are built with ``norm_layer(..., residual=True)``. Variants
 are rows of ``VARIANTS``; the class is shared.
 """
 
@@ -12,9 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from snnexp.models.binary import apply_binary_weights
+from snnexp.models.binary import WeightsFn, real_weights, weights_for
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
-from snnexp.models.norm import apply_norm
+from snnexp.models.norm import NormLayer, batch_norm, make_norm_layer
 from snnexp.models.output import ModelOutput
 from snnexp.models.registry import ModelConfigError, register_model
 
@@ -39,21 +40,21 @@ STEMS = ("auto", "cifar", "imagenet")
 
 
 class BasicBlock(nn.Module):
-    """out = neuron(BN(conv(neuron(BN(conv(x))))) + shortcut(x))."""
+    """out = neuron(BN(conv(neuron(BN(conv(x))))) + shortcut(x)); every conv built through ``weights``."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, neuron: Callable[..., nn.Module]):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, neuron: Callable[..., nn.Module],
+                 norm_layer: NormLayer = batch_norm, weights: WeightsFn = real_weights):
         super().__init__()
-        self.conv1 = conv_bn(in_channels, out_channels, 3, stride)
+        self.conv1 = conv_bn(in_channels, out_channels, 3, stride, norm_layer=norm_layer, weights=weights)
         self.sn1 = neuron()
-        self.conv2 = conv_bn(out_channels, out_channels, 3, 1)
+        # conv2's BN and the shortcut's BN are summed before sn2: residual branches (tdBN: alpha 1/sqrt(2))
+        self.conv2 = conv_bn(out_channels, out_channels, 3, 1, norm_layer=norm_layer, residual=True, weights=weights)
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = conv_bn(in_channels, out_channels, 1, stride)
+            self.shortcut = conv_bn(in_channels, out_channels, 1, stride, norm_layer=norm_layer, residual=True,
+                                    weights=weights)
         else:
             self.shortcut = nn.Identity()
         self.sn2 = neuron()
-        for branch in (self.conv2, self.shortcut):  # their sum feeds sn2: tdBN scales them by 1/sqrt(2)
-            if isinstance(branch, SeqToBatch):
-                branch.module.bn.residual_branch = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2(self.sn1(self.conv1(x)))
@@ -66,11 +67,15 @@ class SpikingResNet(SpikingModel):
     Stem "cifar": conv3x3 stride 1 - BN - neuron; "imagenet": conv7x7 stride 2 - BN - neuron - maxpool 3/2;
     "auto": cifar when the input is at most 64 px, imagenet above. Taps: "layer1".."layerN" (stage outputs)
     and "features", the classifier's input, so ``logits == model.classifier(taps["features"])``.
+
+    ``norm_layer`` builds every BN; ``hidden_weights`` builds every Conv/Linear but the stem conv (it reads the
+    input) and the classifier (the output), which keep real weights.
     """
 
-    def __init__(self, spec: ResNetSpec, *, neuron, input_shape, num_classes, T=4, encoder="direct",
-                 stem: str = "auto", zero_init_residual: bool = False):
-        super().__init__(input_shape, num_classes, T, encoder)
+    def __init__(self, spec: ResNetSpec, *, neuron, input_shape, num_classes, stem: str = "auto",
+                 zero_init_residual: bool = False, norm_layer: NormLayer = batch_norm,
+                 hidden_weights: WeightsFn = real_weights):
+        super().__init__(input_shape, num_classes)
         C, H, W = image_shape(input_shape, "ResNet")
         if stem not in STEMS:
             raise ModelConfigError(f"Unknown ResNet stem {stem!r}; valid stems are {list(STEMS)} (set model.stem=...).")
@@ -79,9 +84,9 @@ class SpikingResNet(SpikingModel):
         self.stem_kind = stem
 
         if stem == "cifar":
-            self.stem = nn.Sequential(conv_bn(C, spec.stem_width, 3, 1), neuron())
+            self.stem = nn.Sequential(conv_bn(C, spec.stem_width, 3, 1, norm_layer=norm_layer), neuron())
         else:
-            self.stem = nn.Sequential(conv_bn(C, spec.stem_width, 7, 2), neuron(),
+            self.stem = nn.Sequential(conv_bn(C, spec.stem_width, 7, 2, norm_layer=norm_layer), neuron(),
                                       SeqToBatch(nn.MaxPool2d(3, 2, 1)))
 
         self.stages = nn.ModuleDict()
@@ -89,13 +94,14 @@ class SpikingResNet(SpikingModel):
         for i, (n, width, stride) in enumerate(zip(spec.blocks, spec.widths, spec.strides)):
             blocks = []
             for j in range(n):
-                blocks.append(BasicBlock(channels, width, stride if j == 0 else 1, neuron))
+                blocks.append(BasicBlock(channels, width, stride if j == 0 else 1, neuron, norm_layer,
+                                         hidden_weights))
                 channels = width
             self.stages[f"layer{i + 1}"] = nn.Sequential(*blocks)
 
         self.pool = SeqToBatch(nn.AdaptiveAvgPool2d(1))
         if spec.hidden is not None:
-            self.head = nn.Sequential(SeqToBatch(nn.Linear(channels, spec.hidden)), neuron())
+            self.head = nn.Sequential(SeqToBatch(hidden_weights(nn.Linear(channels, spec.hidden))), neuron())
             channels = spec.hidden
         else:
             self.head = nn.Identity()
@@ -108,7 +114,7 @@ class SpikingResNet(SpikingModel):
                     nn.init.zeros_(m.conv2.module.bn.weight)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        x = self.stem(self.encode(x))
+        x = self.stem(self.check_sequence(x))
         taps = {}
         for name, stage in self.stages.items():
             x = stage(x)
@@ -118,54 +124,50 @@ class SpikingResNet(SpikingModel):
         return ModelOutput(logits=self.classifier(features), taps=taps)
 
 
-def _resnet(variant: str, norm: str = "bn", binary_weights: bool = False, **kwargs) -> SpikingResNet:
-    model = apply_norm(SpikingResNet(VARIANTS[variant], **kwargs), norm)
-    return apply_binary_weights(model, binary_weights)
+def _resnet(variant: str, *, neuron, norm: str, binary_weights: bool, **kwargs) -> SpikingResNet:
+    return SpikingResNet(VARIANTS[variant], neuron=neuron, norm_layer=make_norm_layer(norm, neuron),
+                         hidden_weights=weights_for(binary_weights), **kwargs)
 
 
 # Factories spell out their keyword arguments: snnexp.config derives the model config schema from them.
 
 @register_model("resnet18")
-def resnet18(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
-             norm: str = "bn", binary_weights: bool = False) -> SpikingResNet:
+def resnet18(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int,
+             stem: str = "auto", zero_init_residual: bool = False, norm: str = "bn",
+             binary_weights: bool = False) -> SpikingResNet:
     """Spiking ResNet-18 (He et al., CVPR 2016): BasicBlocks [2, 2, 2, 2] at 64..512 channels, fc head."""
-    return _resnet("resnet18", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm,
-                   binary_weights=binary_weights)
+    return _resnet("resnet18", neuron=neuron, input_shape=input_shape, num_classes=num_classes, stem=stem,
+                   zero_init_residual=zero_init_residual, norm=norm, binary_weights=binary_weights)
 
 
 @register_model("resnet34")
-def resnet34(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
-             norm: str = "bn", binary_weights: bool = False) -> SpikingResNet:
+def resnet34(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int,
+             stem: str = "auto", zero_init_residual: bool = False, norm: str = "bn",
+             binary_weights: bool = False) -> SpikingResNet:
     """Spiking ResNet-34 (He et al., CVPR 2016): BasicBlocks [3, 4, 6, 3] at 64..512 channels, fc head."""
-    return _resnet("resnet34", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm,
-                   binary_weights=binary_weights)
+    return _resnet("resnet34", neuron=neuron, input_shape=input_shape, num_classes=num_classes, stem=stem,
+                   zero_init_residual=zero_init_residual, norm=norm, binary_weights=binary_weights)
 
 
 @register_model("resnet19")
-def resnet19(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
-             norm: str = "bn", binary_weights: bool = False) -> SpikingResNet:
+def resnet19(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int,
+             stem: str = "auto", zero_init_residual: bool = False, norm: str = "bn",
+             binary_weights: bool = False) -> SpikingResNet:
     """TET's ResNet-19 (Deng et al., ICLR 2022; Gus-Lab/temporal_efficient_training): stem conv3x3 -> 64,
     BasicBlocks 3 x 128 (stride 1), 3 x 256 (stride 2), 2 x 512 (stride 2), 1x1 conv+BN downsample,
     head avg pool -> fc 512->256 -> neuron -> fc -> classes. ``features`` are the 256 spikes before the last fc.
     """
-    return _resnet("resnet19", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm,
-                   binary_weights=binary_weights)
+    return _resnet("resnet19", neuron=neuron, input_shape=input_shape, num_classes=num_classes, stem=stem,
+                   zero_init_residual=zero_init_residual, norm=norm, binary_weights=binary_weights)
 
 
 @register_model("resnet20")
-def resnet20(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-             encoder: str = "direct", stem: str = "auto", zero_init_residual: bool = False,
-             norm: str = "bn", binary_weights: bool = False) -> SpikingResNet:
+def resnet20(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int,
+             stem: str = "auto", zero_init_residual: bool = False, norm: str = "bn",
+             binary_weights: bool = False) -> SpikingResNet:
     """He et al.'s CIFAR ResNet-20 (CVPR 2016, Sec. 4.2): conv3x3 -> 16, 3 stages of 3 BasicBlocks at
     16/32/64 channels, avg pool, fc. Where the shape changes the shortcut is a 1x1 conv + BN (He's option B)
     instead of the paper's parameter-free zero padding (option A), like the rest of this family.
     """
-    return _resnet("resnet20", neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T,
-                   encoder=encoder, stem=stem, zero_init_residual=zero_init_residual, norm=norm,
-                   binary_weights=binary_weights)
+    return _resnet("resnet20", neuron=neuron, input_shape=input_shape, num_classes=num_classes, stem=stem,
+                   zero_init_residual=zero_init_residual, norm=norm, binary_weights=binary_weights)

@@ -19,6 +19,11 @@ STMixer is trained with Surrogate Module Learning (SML, Deng et al., ICML 2023):
 patch-embed output and block outputs. The model itself has none; the taps "patch_embed" and "block1".."blockD"
 (``[T, B, D, N]``) are where a method attaches them (the official demo attaches after the patch embed and after
 blocks 2, 4, 6, 8), and "features" is the classifier's input.
+
+The BNs that end the TokenMixer and the FFN feed the block's residual sums: they are built with
+``norm_layer(..., residual=True)``. With binary weights the two patch-embed convs that read the image and the
+classifier keep real weights. Named sizes are registered variants of :func:`stmixer`
+(``stmixer_imagenet_8_768``).
 """
 
 from typing import Callable
@@ -26,36 +31,41 @@ from typing import Callable
 import torch
 from torch import nn
 
-from snnexp.models.binary import apply_binary_weights
+from snnexp.models.binary import WeightsFn, init_weight_, real_weights, weights_for
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
-from snnexp.models.norm import apply_norm
+from snnexp.models.norm import NormLayer, batch_norm, make_norm_layer
 from snnexp.models.output import ModelOutput
-from snnexp.models.registry import ModelConfigError, register_model
+from snnexp.models.registry import ModelConfigError, register_model, register_variant
 
 STRIDES = {2: (1, 1, 1, 2, 2), 4: (1, 2, 2, 2, 2)}  # official SPSV2, downsample_times 2 (32 px) and 4 (224 px)
 
 
-def conv1d_bn(in_channels: int, out_channels: int) -> SeqToBatch:
-    """Bias-free Conv1d 1x1 followed by BatchNorm1d, per time step, on ``[T, B, C, N]``."""
-    return SeqToBatch(nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, bias=False),
-                                    nn.BatchNorm1d(out_channels)))
+def conv1d_bn(in_channels: int, out_channels: int, *, norm_layer: NormLayer = batch_norm, residual: bool = False,
+              weights: WeightsFn = real_weights) -> SeqToBatch:
+    """Bias-free Conv1d 1x1 (built through ``weights``) followed by a 1-d ``norm_layer``, per time step, on
+    ``[T, B, C, N]``."""
+    return SeqToBatch(nn.Sequential(weights(nn.Conv1d(in_channels, out_channels, 1, bias=False)),
+                                    norm_layer(out_channels, dims=1, residual=residual)))
 
 
 class PatchEmbed(nn.Module):
-    """Official ``SPSV2``: a spiking conv stem to 7D/8 channels beside a one-conv shortcut to D/8 channels."""
+    """Official ``SPSV2``: a spiking conv stem to 7D/8 channels beside a one-conv shortcut to D/8 channels.
+    The two convs that read the image (the stem's first, the shortcut) keep real weights; the others are built
+    through ``weights``."""
 
-    def __init__(self, in_channels: int, dim: int, downsample: int, neuron: Callable[..., nn.Module]):
+    def __init__(self, in_channels: int, dim: int, downsample: int, neuron: Callable[..., nn.Module],
+                 norm_layer: NormLayer = batch_norm, weights: WeightsFn = real_weights):
         super().__init__()
         widths = (in_channels, dim // 8, dim // 4, dim // 2, dim, dim // 8 * 7)
         layers = []
         for i, (a, b, s) in enumerate(zip(widths, widths[1:], STRIDES[downsample])):
-            layers.append(conv_bn(a, b, 3, s))
+            layers.append(conv_bn(a, b, 3, s, norm_layer=norm_layer, weights=real_weights if i == 0 else weights))
             if i < 4:
                 layers.append(neuron())
         self.main = nn.Sequential(*layers)
         k = 2 ** downsample
         self.shortcut = SeqToBatch(nn.Sequential(nn.Conv2d(in_channels, dim // 8, k, k, bias=False),
-                                                 nn.BatchNorm2d(dim // 8)))
+                                                 norm_layer(dim // 8)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.shortcut(x), self.main(x)], dim=2).flatten(3)
@@ -65,12 +75,12 @@ class STM(nn.Module):
     """Spiking token mixing: ``y[:, :, i*g:(i+1)*g, :] = Linear_i(x[:, :, i*g:(i+1)*g, :])`` over the token axis,
     one bias-free ``Linear(N, N)`` per head (g = C / heads channels per head)."""
 
-    def __init__(self, channels: int, tokens: int, heads: int):
+    def __init__(self, channels: int, tokens: int, heads: int, weights: WeightsFn = real_weights):
         super().__init__()
         self.heads = heads
-        self.mix = nn.ModuleList(nn.Linear(tokens, tokens, bias=False) for _ in range(heads))
+        self.mix = nn.ModuleList(weights(nn.Linear(tokens, tokens, bias=False)) for _ in range(heads))
         for m in self.mix:  # official init
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            init_weight_(m, nn.init.kaiming_normal_, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = x.unflatten(2, (self.heads, -1))  # [T, B, heads, g, N]
@@ -80,12 +90,13 @@ class STM(nn.Module):
 class TokenMixer(nn.Module):
     """neuron -> Conv1d-BN -> neuron -> STM -> neuron -> Conv1d-BN."""
 
-    def __init__(self, dim: int, tokens: int, heads: int, neuron: Callable[..., nn.Module]):
+    def __init__(self, dim: int, tokens: int, heads: int, neuron: Callable[..., nn.Module],
+                 norm_layer: NormLayer = batch_norm, weights: WeightsFn = real_weights):
         super().__init__()
-        self.fc1 = nn.Sequential(neuron(), conv1d_bn(dim, dim), neuron())
-        self.stm = STM(dim, tokens, heads)
-        self.fc2 = nn.Sequential(neuron(), conv1d_bn(dim, dim))
-        self.fc2[1].module[1].residual_branch = True  # joins the block's shortcut (tdBN: 1/sqrt(2))
+        self.fc1 = nn.Sequential(neuron(), conv1d_bn(dim, dim, norm_layer=norm_layer, weights=weights), neuron())
+        self.stm = STM(dim, tokens, heads, weights)
+        # fc2's BN joins the block's shortcut: a residual branch (tdBN: 1/sqrt(2))
+        self.fc2 = nn.Sequential(neuron(), conv1d_bn(dim, dim, norm_layer=norm_layer, residual=True, weights=weights))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.stm(self.fc1(x)))
@@ -94,11 +105,12 @@ class TokenMixer(nn.Module):
 class FFN(nn.Module):
     """neuron -> Conv1d(D -> rD)-BN -> neuron -> Conv1d(rD -> D)-BN."""
 
-    def __init__(self, dim: int, hidden: int, neuron: Callable[..., nn.Module]):
+    def __init__(self, dim: int, hidden: int, neuron: Callable[..., nn.Module], norm_layer: NormLayer = batch_norm,
+                 weights: WeightsFn = real_weights):
         super().__init__()
-        self.fc1 = nn.Sequential(neuron(), conv1d_bn(dim, hidden))
-        self.fc2 = nn.Sequential(neuron(), conv1d_bn(hidden, dim))
-        self.fc2[1].module[1].residual_branch = True
+        self.fc1 = nn.Sequential(neuron(), conv1d_bn(dim, hidden, norm_layer=norm_layer, weights=weights))
+        self.fc2 = nn.Sequential(neuron(), conv1d_bn(hidden, dim, norm_layer=norm_layer, residual=True,
+                                                     weights=weights))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.fc1(x))
@@ -107,10 +119,11 @@ class FFN(nn.Module):
 class Block(nn.Module):
     """Official ``Encoder``: x = x + TokenMixer(x); x = x + FFN(x)."""
 
-    def __init__(self, dim: int, tokens: int, heads: int, mlp_ratio: float, neuron: Callable[..., nn.Module]):
+    def __init__(self, dim: int, tokens: int, heads: int, mlp_ratio: float, neuron: Callable[..., nn.Module],
+                 norm_layer: NormLayer = batch_norm, weights: WeightsFn = real_weights):
         super().__init__()
-        self.token_mix = TokenMixer(dim, tokens, heads, neuron)
-        self.channel_mix = FFN(dim, int(dim * mlp_ratio), neuron)
+        self.token_mix = TokenMixer(dim, tokens, heads, neuron, norm_layer, weights)
+        self.channel_mix = FFN(dim, int(dim * mlp_ratio), neuron, norm_layer, weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.token_mix(x)
@@ -122,11 +135,14 @@ class STMixer(SpikingModel):
 
     Taps: "patch_embed", "block1".."blockD" (``[T, B, D, N]``) and "features" (``[T, B, D]``), so
     ``logits == model.classifier(taps["features"])``.
+
+    ``norm_layer`` builds every BN; ``hidden_weights`` builds every Conv/Linear but the two patch-embed convs
+    that read the image and the classifier, which keep real weights.
     """
 
-    def __init__(self, *, neuron, input_shape, num_classes, T=1, encoder="direct", dim=384, depth=10, heads=16,
-                 mlp_ratio=4.0, downsample=None):
-        super().__init__(input_shape, num_classes, T, encoder)
+    def __init__(self, *, neuron, input_shape, num_classes, dim=384, depth=10, heads=16, mlp_ratio=4.0,
+                 downsample=None, norm_layer: NormLayer = batch_norm, hidden_weights: WeightsFn = real_weights):
+        super().__init__(input_shape, num_classes)
         C, H, W = image_shape(input_shape, "STMixer")
         if downsample is None:  # the official demo: 2 at 32 px (8x8 tokens), 4 at 224 px (14x14 tokens)
             downsample = 2 if max(H, W) <= 64 else 4
@@ -142,20 +158,21 @@ class STMixer(SpikingModel):
                                    f"heads={heads} (set model.dim / model.heads).")
         self.downsample = downsample
         self.tokens = (H // k) * (W // k)
-        self.patch_embed = PatchEmbed(C, dim, downsample, neuron)
-        self.blocks = nn.ModuleList(Block(dim, self.tokens, heads, mlp_ratio, neuron) for _ in range(depth))
+        self.patch_embed = PatchEmbed(C, dim, downsample, neuron, norm_layer, hidden_weights)
+        self.blocks = nn.ModuleList(Block(dim, self.tokens, heads, mlp_ratio, neuron, norm_layer, hidden_weights)
+                                    for _ in range(depth))
         self.num_features = dim
         self.classifier = SeqToBatch(nn.Linear(dim, num_classes))
 
         for m in self.modules():  # official init: kaiming fan_out for every conv; BN 1, 0
             if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                init_weight_(m, nn.init.kaiming_normal_, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        x = self.patch_embed(self.encode(x))
+        x = self.patch_embed(self.check_sequence(x))
         taps = {"patch_embed": x}
         for i, block in enumerate(self.blocks, start=1):
             x = block(x)
@@ -166,15 +183,21 @@ class STMixer(SpikingModel):
 
 
 @register_model("stmixer")
-def stmixer(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 1,
-            encoder: str = "direct", dim: int = 384, depth: int = 10, heads: int = 16, mlp_ratio: float = 4.0,
-            downsample: int | None = None, norm: str = "bn",
+def stmixer(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, dim: int = 384,
+            depth: int = 10, heads: int = 16, mlp_ratio: float = 4.0, downsample: int | None = None, norm: str = "bn",
             binary_weights: bool = False) -> STMixer:
-    """STMixer; defaults are the official demo (CIFAR-100, 32 px, D 384, depth 10, 16 heads, ratio 4, T 1).
+    """STMixer; defaults are the official demo (CIFAR-100, 32 px, D 384, depth 10, 16 heads, ratio 4; trained
+    at T 1).
 
     downsample: log2 of the patch size (2: 32 px -> 8x8 tokens; 4: 224 px -> 14x14); null picks 2 up to
     64 px and 4 above.
     """
-    model = STMixer(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, dim=dim,
-                    depth=depth, heads=heads, mlp_ratio=mlp_ratio, downsample=downsample)
-    return apply_binary_weights(apply_norm(model, norm), binary_weights)
+    return STMixer(neuron=neuron, input_shape=input_shape, num_classes=num_classes, dim=dim, depth=depth,
+                   heads=heads, mlp_ratio=mlp_ratio, downsample=downsample, norm_layer=make_norm_layer(norm, neuron),
+                   hidden_weights=weights_for(binary_weights))
+
+
+# The released ImageNet checkpoint "STMixer_8_768" (STMixer_demo README); heads and ratio as the demo's.
+stmixer_imagenet_8_768 = register_variant(
+    "stmixer_imagenet_8_768", stmixer, "STMixer 8-768 on ImageNet 224 px: depth 8, D 768, patch 16 (downsample 4, "
+    "14x14 tokens); 16 heads and ratio 4 assumed from the demo.", dim=768, depth=8, downsample=4)

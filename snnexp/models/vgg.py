@@ -11,9 +11,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from snnexp.models.binary import apply_binary_weights
+from snnexp.models.binary import WeightsFn, init_weight_, real_weights, weights_for
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
-from snnexp.models.norm import apply_norm
+from snnexp.models.norm import NormLayer, batch_norm, make_norm_layer
 from snnexp.models.output import ModelOutput
 from snnexp.models.registry import ModelConfigError, register_model
 
@@ -23,17 +23,24 @@ DOWNSAMPLE_AFTER = (2, 4, 6, 8)  # 1-based layer numbers
 
 class VGGSNN(SpikingModel):
     """TET's VGGSNN. Taps: "conv1".."conv8" (each layer's spikes, before any pooling) and "features"
-    (the flattened last layer), so ``logits == model.classifier(taps["features"])``."""
+    (the flattened last layer), so ``logits == model.classifier(taps["features"])``.
 
-    def __init__(self, *, neuron, input_shape, num_classes, T=4, encoder="direct", pool: bool):
-        super().__init__(input_shape, num_classes, T, encoder)
+    ``norm_layer`` builds every BN; ``hidden_weights`` builds conv2..conv8 (conv1 reads the input and the
+    classifier gives the output: both keep real weights).
+    """
+
+    def __init__(self, *, neuron, input_shape, num_classes, pool: bool, norm_layer: NormLayer = batch_norm,
+                 hidden_weights: WeightsFn = real_weights):
+        super().__init__(input_shape, num_classes)
         C, H, W = image_shape(input_shape, "VGGSNN")
         h, w = H, W
         self.layers = nn.ModuleDict()
         for i, out_channels in enumerate(CHANNELS, start=1):
             halve = i in DOWNSAMPLE_AFTER
             stride = 2 if halve and not pool else 1
-            self.layers[f"conv{i}"] = nn.Sequential(conv_bn(C, out_channels, 3, stride, bias=True), neuron())
+            weights = real_weights if i == 1 else hidden_weights
+            self.layers[f"conv{i}"] = nn.Sequential(
+                conv_bn(C, out_channels, 3, stride, bias=True, norm_layer=norm_layer, weights=weights), neuron())
             C = out_channels
             if halve:  # conv3x3 stride 2 padding 1 gives ceil(n / 2); AvgPool2d(2) gives floor(n / 2)
                 h, w = (h // 2, w // 2) if pool else ((h + 1) // 2, (w + 1) // 2)
@@ -48,10 +55,10 @@ class VGGSNN(SpikingModel):
 
         for m in self.modules():  # TET's initialisation
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                init_weight_(m, nn.init.kaiming_normal_, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        x = self.encode(x)
+        x = self.check_sequence(x)
         taps = {}
         for i, (name, layer) in enumerate(self.layers.items(), start=1):
             x = layer(x)
@@ -64,16 +71,16 @@ class VGGSNN(SpikingModel):
 
 
 @register_model("vggsnn")
-def vggsnn(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-           encoder: str = "direct", norm: str = "bn", binary_weights: bool = False) -> VGGSNN:
+def vggsnn(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, norm: str = "bn",
+           binary_weights: bool = False) -> VGGSNN:
     """TET's VGGSNN for DVS data with stride-2 convolutions in layers 2/4/6/8 (``VGGSNNwoAP``)."""
-    model = VGGSNN(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, pool=False)
-    return apply_binary_weights(apply_norm(model, norm), binary_weights)
+    return VGGSNN(neuron=neuron, input_shape=input_shape, num_classes=num_classes, pool=False,
+                  norm_layer=make_norm_layer(norm, neuron), hidden_weights=weights_for(binary_weights))
 
 
 @register_model("vggsnn_pool")
-def vggsnn_pool(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, T: int = 4,
-                encoder: str = "direct", norm: str = "bn", binary_weights: bool = False) -> VGGSNN:
+def vggsnn_pool(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int, norm: str = "bn",
+                binary_weights: bool = False) -> VGGSNN:
     """TET's VGGSNN with AvgPool2d(2) after layers 2/4/6/8 (``VGGSNN``); inputs of at least 16x16."""
-    model = VGGSNN(neuron=neuron, input_shape=input_shape, num_classes=num_classes, T=T, encoder=encoder, pool=True)
-    return apply_binary_weights(apply_norm(model, norm), binary_weights)
+    return VGGSNN(neuron=neuron, input_shape=input_shape, num_classes=num_classes, pool=True,
+                  norm_layer=make_norm_layer(norm, neuron), hidden_weights=weights_for(binary_weights))

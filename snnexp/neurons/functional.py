@@ -195,12 +195,10 @@ def check_backend(backend: str) -> None:
 
 
 def cupy_available() -> bool:
-    """The single hook to the CUDA kernels: ``snnexp.kernels.cupy_available()``, False if it is missing."""
-    try:
-        from snnexp.kernels import cupy_available as kernels_available
-    except ImportError:
-        return False
-    return bool(kernels_available() if callable(kernels_available) else kernels_available)
+    """Whether the CuPy kernels can run here (``snnexp.kernels.cupy_available``, looked up at call time)."""
+    from snnexp import kernels
+
+    return kernels.cupy_available()
 
 
 def _cpu_fused_supports(x: torch.Tensor, k: Leak, surrogate: Surrogate) -> bool:
@@ -208,10 +206,8 @@ def _cpu_fused_supports(x: torch.Tensor, k: Leak, surrogate: Surrogate) -> bool:
     torch reference's function (float32; built once and cached; falls back here with one warning)."""
     if x.is_cuda:
         return False
-    try:
-        from snnexp.kernels.cpu import supports
-    except ImportError:
-        return False
+    from snnexp.kernels.cpu import supports
+
     return supports(x, k, surrogate)
 
 
@@ -241,11 +237,15 @@ def multistep_neuron(
     """Run a LIF / IF / PLIF neuron over ``x_seq [T, ...]`` from rest; returns the spikes ``[T, ...]``.
 
     ``k``: ``1 / tau`` (LIF), ``sigmoid(w)`` (PLIF, a scalar tensor that receives a gradient) or ``None`` (IF).
-    The CuPy backend is ``snnexp.kernels.multistep_neuron`` with this same signature, minus ``backend``;
-    ``"auto"`` on the CPU runs the fused C++ path of ``snnexp.kernels.cpu`` (float32) when it builds here.
+    This is the one place that picks the implementation: the CuPy kernels (``snnexp.kernels.cupy_ops``) for
+    ``"cupy"`` / ``"auto"`` on CUDA tensors they cover, the fused C++ path (``snnexp.kernels.cpu``) for
+    ``"auto"`` on float32 CPU tensors when it builds here, else the torch reference, which computes the same
+    function (float64, a user-defined surrogate without a kernel variant).
     """
-    if resolve_backend(backend, x_seq) == "cupy":
-        from snnexp.kernels import multistep_neuron as multistep_cupy
+    from snnexp.kernels.variants import has_kernel
+
+    if resolve_backend(backend, x_seq) == "cupy" and has_kernel(x_seq.dtype, surrogate):
+        from snnexp.kernels.cupy_ops import multistep_neuron as multistep_cupy
 
         return multistep_cupy(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
     if backend == "auto" and _cpu_fused_supports(x_seq, k, surrogate):

@@ -2,12 +2,12 @@
 
 A teacher is the checkpoint of a ``method=ann`` run (Lightning checkpoint, state_dict keys ``model.*``). By
 default it has the student's architecture: a deep copy of the student with every spiking neuron replaced by
-ReLU (T = 1 on static data, as the ``ann`` method trains it). ``teacher_model=<name>`` builds another registered
-model instead, with its default hyperparameters and the datamodule's shapes.
+ReLU. ``teacher_model=<name>`` builds any registered model instead (every ``conf/model`` option is one), with
+its default hyperparameters and the datamodule's shapes. On static data it runs one time step, as
+``method=ann`` trains it.
 
-The teacher is never a submodule of the trained model: it stays out of the optimiser and of checkpoints, is
-frozen (``requires_grad=False``) and always in eval mode; the methods keep it on themselves and move it to
-the student's device at the first training step.
+:class:`FrozenTeacher` holds it outside the module tree: never a submodule, so it stays out of the optimiser
+and of checkpoints; frozen (``requires_grad=False``), always in eval mode, moved to the input's device on use.
 """
 
 from __future__ import annotations
@@ -19,11 +19,29 @@ import torch
 from torch import nn
 
 from snnexp.errors import IncompatibleError, SnnexpError
-from snnexp.methods.ann import replace_neurons
+from snnexp.training.surgery import replace_neurons
+
+
+class FrozenTeacher:
+    """A frozen network called without gradients in eval mode; a plain object, so ``nn.Module`` never registers
+    it (not in ``parameters()``, ``state_dict()`` or ``.to()``: it follows the input's device instead)."""
+
+    def __init__(self, net: nn.Module):
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = net
+
+    def __call__(self, x: torch.Tensor):
+        if next(self.net.parameters()).device != x.device:
+            self.net.to(x.device)
+        self.net.eval()
+        with torch.no_grad():
+            return self.net(x)
 
 
 def load_teacher(ckpt: str | None, student: nn.Module, datamodule, teacher_model: str | None = None,
-                 method: str = "kd") -> nn.Module:
+                 method: str = "kd") -> FrozenTeacher:
     """Build the ANN teacher, load ``ckpt`` into it and freeze it."""
     if not ckpt:
         raise SnnexpError(
@@ -45,10 +63,8 @@ def load_teacher(ckpt: str | None, student: nn.Module, datamodule, teacher_model
         from snnexp.neurons import LIF
 
         teacher = create_model(teacher_model, neuron=partial(LIF), input_shape=tuple(datamodule.input_shape),
-                               num_classes=datamodule.num_classes, T=getattr(student, "T", 1))
+                               num_classes=datamodule.num_classes)
     replace_neurons(teacher, nn.ReLU)
-    if datamodule.time_steps is None and hasattr(teacher, "T"):
-        teacher.T = 1
     state = torch.load(path, map_location="cpu", weights_only=False)
     weights = state.get("state_dict", state)
     weights = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
@@ -63,16 +79,4 @@ def load_teacher(ckpt: str | None, student: nn.Module, datamodule, teacher_model
             f"method.teacher_ckpt={ckpt} does not fit {name}: {str(err).splitlines()[0]} ... Train the teacher "
             "with the same model, data and model options (method=ann), or set method.teacher_model=<its model>"
         ) from err
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
-
-
-def run_teacher(teacher: nn.Module, x: torch.Tensor):
-    """The teacher's output on ``x`` (no gradient, eval mode, on ``x``'s device)."""
-    if next(teacher.parameters()).device != x.device:
-        teacher.to(x.device)
-    teacher.eval()
-    with torch.no_grad():
-        return teacher(x)
+    return FrozenTeacher(teacher)

@@ -1,4 +1,5 @@
-"""``python -m snnexp.kernels --check [--no-nvrtc] [--no-host]``: see :mod:`snnexp.kernels.check`."""
+"""``python -m snnexp.neurons --check [--no-nvrtc] [--no-host]``: check the fused neuron kernels against the
+neurons' torch reference (see :mod:`snnexp.neurons.check`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m snnexp.kernels", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m snnexp.neurons", description=__doc__)
     parser.add_argument("--check", action="store_true", help="compile every variant (NVRTC) and check the host math")
     parser.add_argument("--no-nvrtc", action="store_true", help="skip the NVRTC compile check")
     parser.add_argument("--no-host", action="store_true", help="skip the host math check")
@@ -15,7 +16,7 @@ def main(argv=None) -> int:
     if not args.check:
         parser.print_help()
         return 0
-    from snnexp.kernels import check
+    from snnexp.neurons import check
 
     return 0 if check.run(nvrtc=not args.no_nvrtc, host=not args.no_host) else 1
 

@@ -1,11 +1,5 @@
-"""Training-only extras shared by the methods that add heads to a model (SML branches, shortcut heads,
-contrastive projections): the wrapper that holds them, tap probing and the default tap choice.
-
-The optimiser is built over ``module.model.parameters()``, so extras must be submodules of the model a method's
-``setup`` returns. :class:`TrainingWrapper` holds the SNN (``.snn``) and the extras (``.extras``), forwards to
-the SNN only, delegates ``T`` and every other attribute to it, and ``export_model()`` returns the bare SNN:
-what is evaluated, exported and counted.
-"""
+"""Taps for the methods that read intermediate features (SML branches, shortcut heads, contrastive
+projections): probing a model's tap shapes, the default tap choice, pooling a tap to ``[B, C]``."""
 
 from __future__ import annotations
 
@@ -13,47 +7,12 @@ import torch
 from torch import nn
 
 from snnexp.errors import IncompatibleError
-from snnexp.models.output import ModelOutput
 
 
-class TrainingWrapper(nn.Module):
-    """``snn`` plus training-only ``extras``; ``forward`` is the SNN's, so evaluation never sees the extras."""
-
-    def __init__(self, snn: nn.Module, extras: nn.Module):
-        super().__init__()
-        self.snn = snn
-        self.extras = extras
-
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        return self.snn(x)
-
-    @property
-    def T(self) -> int:
-        return self.snn.T
-
-    @T.setter
-    def T(self, value: int) -> None:
-        self.snn.T = value
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("snn"), name)
-
-    def export_model(self) -> nn.Module:
-        """The SNN alone (no training-only extras): what inference, export and parameter counts use."""
-        return self.snn
-
-
-def export_model(model: nn.Module) -> nn.Module:
-    """The deployable network inside ``model`` (itself when it is not wrapped)."""
-    return model.export_model() if hasattr(model, "export_model") else model
-
-
-def probe_taps(model: nn.Module, datamodule, batch: int = 2) -> dict[str, tuple[int, ...]]:
-    """Shape ``[T, B, ...]`` of every tap of ``model``, from one forward pass on zeros (no gradient, eval mode)."""
-    x = torch.zeros(batch, *datamodule.input_shape)
+def probe_taps(model: nn.Module, datamodule, batch: int = 2, T: int = 1) -> dict[str, tuple[int, ...]]:
+    """Shape ``[T, B, ...]`` of every tap of ``model``, from one forward pass on zeros ``[T, batch, *input_shape]``
+    (no gradient, eval mode)."""
+    x = torch.zeros(T, batch, *datamodule.input_shape)
     was_training = model.training
     model.eval()
     try:

@@ -1,4 +1,12 @@
-"""The training-method interface: everything a paper changes about training lives in a Method subclass."""
+"""The training-method interface: everything a paper changes about training lives in a Method subclass.
+
+A method is an ``nn.Module`` held by the LightningModule (``module.method``) beside the SNN (``module.model``).
+Its trainable extras (SML branches, shortcut heads, projections) are its own submodules, so device moves,
+``state_dict``, checkpoints, the optimiser and DDP see them through PyTorch and Lightning; the SNN never holds
+them, so evaluation, ``summary.json``'s parameter count and exports see the bare SNN. State that is not a
+tensor (an evolving surrogate's temperature, a balance coefficient) goes through ``get_extra_state``.
+A frozen teacher is held outside the module tree (:class:`snnexp.training.teacher.FrozenTeacher`).
+"""
 
 from __future__ import annotations
 
@@ -14,18 +22,27 @@ def accuracy(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (scores.argmax(-1) == labels).float().mean()
 
 
-class Method:
+class Method(nn.Module):
     """Base class of the training methods (``method=<name>``).
 
     The LightningModule (:class:`snnexp.lit.SNNModule`) is generic: it calls these hooks and never asks which
     method it runs. The default is standard training: forward, ``loss``, prediction = mean of logits over T.
     """
 
+    def model_options(self) -> dict:
+        """Keyword arguments the model must be built with (e.g. ``{"norm": "tdbn"}``), over the model config."""
+        return {}
+
+    def timesteps(self, T: int) -> int:
+        """Time steps a static input is encoded into for this method (the ANN baseline runs one step)."""
+        return T
+
     def check(self, model: nn.Module, datamodule) -> None:
         """Refuse, with :class:`snnexp.errors.IncompatibleError`, a model or dataset this method cannot use."""
 
     def setup(self, model: nn.Module, datamodule) -> nn.Module:
-        """Return the module to train (e.g. with added heads, a teacher, or neurons swapped)."""
+        """Build the method's training-only submodules (or a teacher) for ``model``; may change ``model`` in
+        place (e.g. swap neurons) and returns it."""
         return model
 
     def training_step(self, module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -48,13 +65,6 @@ class Method:
     def on_evaluation_start(self, module) -> None:
         """Before each validation or test pass (e.g. recalibrate BatchNorm statistics at the evaluation T)."""
 
-    def state_dict(self) -> dict:
-        """State a method keeps across epochs (saved in checkpoints)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({args})"
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                         if not k.startswith("_") and k != "training" and not isinstance(v, (nn.Module, torch.Tensor)))

@@ -1,4 +1,4 @@
-"""``python -m snnexp.kernels --check``: (a) every kernel variant compiles with NVRTC, (b) the shared step math,
+"""``python -m snnexp.neurons --check``: (a) every kernel variant compiles with NVRTC, (b) the shared step math,
 compiled for the host, equals the torch reference for every variant. Prints a table; exit status 1 on failure.
 
 (a) needs CuPy's NVRTC binding (``pip install snnexp[cuda]``; no GPU needed) and is skipped with a note without
