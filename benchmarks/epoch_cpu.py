@@ -16,6 +16,7 @@ from functools import partial
 import torch
 
 from snnexp.models import create_model
+from snnexp.models.encoders import DirectEncoder
 from snnexp.neurons import LIF
 
 # name, factory kwargs, input shape, classes, T, epoch size
@@ -33,9 +34,10 @@ MODELS = [
 
 
 def time_model(name, kwargs, shape, classes, T, batch, steps) -> float:
-    model = create_model(name, neuron=partial(LIF), input_shape=shape, num_classes=classes, T=T, **kwargs)
+    model = create_model(name, neuron=partial(LIF), input_shape=shape, num_classes=classes, **kwargs)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    x = torch.rand(batch, *shape) if name != "vggsnn" else torch.rand(T, batch, *shape)
+    # static inputs repeated T times (direct encoding), event frames T distinct steps
+    x = DirectEncoder()(torch.rand(batch, *shape), T) if name != "vggsnn" else torch.rand(T, batch, *shape)
     y = torch.randint(0, classes, (batch,))
 
     def step():

@@ -215,11 +215,12 @@ def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: flo
         "num_parameters": sum(p.numel() for p in module.model.parameters()),  # the SNN: a method's extras excluded
         "meta": OmegaConf.to_container(cfg.meta) if OmegaConf.is_config(cfg.get("meta")) else cfg.get("meta"),
         "config": {
-            **{g: _choice(cfg, g) for g in ("data", "model", "neuron", "method")},
+            **{g: _choice(cfg, g) for g in ("data", "model", "neuron", "method", "optim", "scheduler")},
             "T": cfg.T,
             "seed": cfg.seed,
             "encoder": cfg.encoder,
-            "optim": OmegaConf.to_container(cfg.optim),
+            "optimizer": OmegaConf.to_container(cfg.optim),
+            "lr_scheduler": OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") is not None else None,
             "max_epochs": cfg.trainer.max_epochs,
             "batch_size": cfg.data.get("batch_size"),
         },
