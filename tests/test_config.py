@@ -4,7 +4,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import compose_config, run_cli
+from helpers.runs import compose_config, run_cli
 
 
 def _composition_error(*overrides):

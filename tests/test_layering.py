@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.runs import REPO
 
 
 def test_import_linter_contracts_are_kept():

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from conftest import compose_config, run_cli
+from helpers.runs import compose_config, run_cli
 from snnexp.lit import upgrade_checkpoint
 from snnexp.train import build
 

@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import ListConfig
 
-from conftest import compose_config
+from helpers.runs import compose_config
 from snnexp.config import CONF_DIR
 from snnexp.optim import WarmupCosineLR, configure
 

@@ -8,11 +8,9 @@ import shutil
 import subprocess
 import sys
 from functools import partial
-from pathlib import Path
 
-from conftest import run_cli
+from helpers.runs import REPO, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 

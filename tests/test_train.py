@@ -1,4 +1,5 @@
-"""End-to-end runs: files written and read back, resume, refusal to overwrite, NaN stop, loggers, multirun."""
+"""End-to-end runs (snnexp/train.py): files written and read back, resume, refusal to overwrite, NaN stop, the
+TensorBoard logger, DDP refused under multirun, testing at other T."""
 
 import csv
 import json
@@ -7,12 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import compose_config, run_cli
+from helpers.runs import SHORT, compose_config, run_cli
 from snnexp.errors import NonFiniteLossError, SnnexpError
 from snnexp.methods.sdt import SDT
 from snnexp.train import build, run
-
-SHORT = ["debug=short", "trainer.limit_train_batches=3", "trainer.max_epochs=2"]
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -31,7 +30,7 @@ def test_cli_run_writes_config_metrics_checkpoints_and_summary(tmp_path):
     assert summary["epochs"] == 2
     assert 0.0 <= summary["test"]["test/acc"] <= 1.0 and "test/acc5" in summary["test"]
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    assert summary["num_parameters"] == 29_162  # convnet on 1x8x8, see test_models
+    assert summary["num_parameters"] == 29_162  # convnet on 1x8x8, see tests/models
     assert summary["num_parameters"] == sum(t.numel() for k, t in state.items() if "running" not in k
                                             and "num_batches" not in k)
     assert set(summary["firing_rates"]) == {"conv1.1", "conv2.1"}
@@ -94,28 +93,6 @@ def test_tensorboard_logger_writes_event_files(tmp_path):
     assert (tmp_path / "run" / "metrics.csv").exists()
 
 
-def test_multirun_with_wandb_gives_one_run_dir_summary_and_offline_wandb_run_per_job(tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = run_cli("-m", "method=sdt,tet", "seed=0,1", "logger=wandb", *SHORT[:-1], "trainer.max_epochs=1",
-                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
-    assert len(jobs) == 4
-    seen = set()
-    for job in jobs:
-        summary = json.loads((job / "summary.json").read_text())
-        assert summary["status"] == "completed"
-        seen.add((summary["config"]["method"], summary["config"]["seed"]))
-        runs = list((job / "wandb").glob("offline-run-*"))
-        assert len(runs) == 1, f"{job}: {runs}"
-        record = next(runs[0].glob("*.wandb")).read_bytes()  # wandb's protobuf log holds group and tags verbatim
-        method = summary["config"]["method"]
-        assert f"{method}-convnet-digits-s{summary['config']['seed']}".encode() in record
-        for tag in (b"model=convnet", b"data=digits", b"neuron=lif", b"T=4"):
-            assert tag in record
-    assert seen == {("sdt", 0), ("sdt", 1), ("tet", 0), ("tet", 1)}
-
-
 def test_ddp_under_multirun_is_refused(tmp_path):
     proc = run_cli("-m", "seed=0", "trainer.strategy=ddp", *SHORT, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
     assert proc.returncode != 0
@@ -127,19 +104,13 @@ def test_build_touches_no_dataset_and_counts_parameters(tmp_path):
                           "T=10"], tmp_path / "run")
     datamodule, module = build(cfg)
     assert datamodule.num_classes == 10 and tuple(datamodule.input_shape) == (2, 48, 48)
-    assert sum(p.numel() for p in module.model.parameters()) == 9_271_498  # TET's VGGSNN, see test_models
+    assert sum(p.numel() for p in module.model.parameters()) == 9_271_498  # TET's VGGSNN, see tests/models/test_vgg.py
 
 
 def test_wrong_resume_path_is_a_clear_error(tmp_path):
     cfg = compose_config([*SHORT, f"resume={tmp_path / 'missing.ckpt'}"], tmp_path / "run")
     with pytest.raises(SnnexpError, match="no checkpoint"):
         run(cfg)
-
-
-def test_logger_many_is_csv_tensorboard_and_wandb():
-    cfg = compose_config(["logger=many"])
-    assert set(cfg.logger) == {"csv", "tensorboard", "wandb"}
-    assert cfg.logger.wandb.group == "sdt"
 
 
 def test_eval_timesteps_tests_the_same_weights_at_each_T(tmp_path):
@@ -163,12 +134,3 @@ def test_eval_timesteps_rebins_event_data(tmp_path):
     run(cfg)
     by_T = json.loads((tmp_path / "run" / "summary.json").read_text())["test_by_T"]
     assert sorted(by_T) == ["2", "8"] and all("acc" in v for v in by_T.values())
-
-
-def test_a_refused_job_does_not_stop_the_rest_of_a_multirun(tmp_path):
-    sweep = tmp_path / "sweep"
-    proc = run_cli("-m", "model=vggsnn_pool,convnet", *SHORT[:-1], "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}",
-                   cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "snnexp: error in job 0: model vggsnn_pool cannot be built" in proc.stderr
-    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "completed"

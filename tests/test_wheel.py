@@ -1,25 +1,10 @@
-"""The built wheel ships conf/ and cuda/ inside the package, so snnexp composes and runs from any directory."""
+"""The built wheel (the ``installed_wheel`` fixture of tests/conftest.py) ships conf/ and cuda/ inside the package, so
+snnexp composes and runs from any directory."""
 
 import os
 import subprocess
 import sys
 import zipfile
-
-import pytest
-
-from conftest import REPO
-
-
-@pytest.fixture(scope="module")
-def installed_wheel(tmp_path_factory):
-    """Build the wheel offline, install it into a fresh target directory and return (wheel, site dir)."""
-    tmp = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp / "dist"), str(REPO)], check=True, capture_output=True, text=True)
-    wheel = next((tmp / "dist").glob("snnexp-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp / "site"),
-                    str(wheel)], check=True, capture_output=True, text=True)
-    return wheel, tmp / "site"
 
 
 def test_wheel_contains_configs_and_cuda_sources(installed_wheel):

@@ -9,8 +9,9 @@ writes only the spikes. Outputs of 1 MiB and more come from a cache of freed buf
 page-faults on every 4 KiB page and that costs more than the neuron itself. It computes the torch reference's
 function: spikes bit-identical, gradients equal up to float rounding (tests).
 
-The build is cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``), keyed by a hash of the sources,
-and loaded once per process. Without a working C++ compiler :func:`available` is False, one warning says why, and
+The build is cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``) under a name that hashes the
+sources, flags, torch, Python and include paths (:func:`build_name`), and loaded once per process; a first build
+says so on stderr. Without a working C++ compiler :func:`available` is False, one warning says why, and
 the neurons use the eager torch reference.
 """
 
@@ -39,16 +40,46 @@ CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-f
 LDFLAGS = ("-fopenmp",) + (("-lmvec",) if _LIBMVEC else ())
 
 
+def build_name(cuda_dir) -> str:
+    """The extension's name, which is also its build directory under torch's extension root: it hashes everything
+    that makes one build differ from another (the sources, the flags, torch's version and C++ ABI, the Python, and
+    the include paths, which differ between virtual environments), so two environments or checkouts never share,
+    and so never rebuild, each other's build."""
+    import hashlib
+    import sys
+
+    from torch.utils import cpp_extension
+
+    parts = [sources.digest(sources.MATH_HEADER, sources.HOST_HEADER, sources.CPU_SOURCE), *CFLAGS, *LDFLAGS,
+             torch.__version__, str(torch._C._GLIBCXX_USE_CXX11_ABI), sys.version, str(cuda_dir),
+             *cpp_extension.include_paths()]
+    return "snnexp_neurons_cpu_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _built(name: str) -> bool:
+    """Whether a finished build of ``name`` is already in torch's extension directory."""
+    from torch.utils import cpp_extension
+
+    try:
+        directory = cpp_extension._get_build_directory(name, verbose=False)
+    except Exception:  # a private helper of torch: if it changes, just announce the build
+        return False
+    return any(f.startswith(name) and f.endswith((".so", ".pyd")) for f in os.listdir(directory))
+
+
 @functools.cache
 def extension():
-    """Build (or load from the cache) and import the extension; raises if it cannot be built."""
-    import hashlib
+    """Build (or load from the cache) and import the extension; raises if it cannot be built. Processes that
+    start together build once: torch's lock in the build directory makes the others wait for the first."""
+    import sys
 
     from torch.utils import cpp_extension
 
     with sources.source_dir() as cuda_dir:
-        flags = hashlib.sha256(" ".join(CFLAGS + LDFLAGS).encode()).hexdigest()[:6]
-        name = "snnexp_neurons_cpu_" + sources.digest(sources.MATH_HEADER, sources.HOST_HEADER, sources.CPU_SOURCE) + flags
+        name = build_name(cuda_dir)
+        if not _built(name):
+            print("snnexp: building the fused CPU neuron kernels for this environment, once (about a minute on 2 "
+                  "cores); later runs load them from torch's extension cache", file=sys.stderr, flush=True)
         module = cpp_extension.load(
             name=name,
             sources=[str(cuda_dir / sources.CPU_SOURCE)],

@@ -4,7 +4,7 @@
     L = CE( (1/T) sum_t O_t , y )  +  weight * IM,     IM = mean_{l in hidden layers} ( mean(S_l) - 0.5 / T )^2
 
 S_l are the spikes of spiking layer l; the mean runs over every layer except the first and the last (the
-simplified official release, yfguo91; papers.md). ESG (not released; the paper's description): the sharpness
+simplified official release, yfguo91). ESG (not released; the paper's description): the sharpness
 k of the surrogate grows over the epochs on an exponential schedule from a smooth to a sharp shape,
 
     k(e) = k_min * (k_max / k_min) ** (e / (E - 1)),   e = 0 .. E - 1,

@@ -11,13 +11,16 @@ the SNN's time-mean logits, L the cross-entropy, sg the stop-gradient, p(z) = so
 KL(z || sg w) is the distillation term that trains z towards the detached w, as the official code's
 ``KLDivLoss(log_softmax(z / tau), softmax(w / tau).detach())``: sum_c p(w)_c log(p(w)_c / p(z)_c), batch mean.
 
-Branches (the demo's ResNet-18 branch, sized to each tap): Conv k7 s2 -> Conv k5 s2 -> Conv k3 s1, each
-``branch_width`` channels with BN and LeakyReLU(0.01) -> AdaptiveAvgPool 2x2 -> FC(4 * width -> hidden) -> BN
--> FC(hidden -> classes). Our simplifications: a stride-2 conv keeps stride 1 once the map is below 4 px and a
-kernel is capped at the smallest odd size covering the map; token taps ``[T, B, N, D]`` and vector taps get
-the FC part only (mean over tokens first). Default taps: the stage taps at 3/8 and 6/8 of the model's depth
-(ResNet-18's four stages: layer2, layer3, i.e. after the 4th and 6th BasicBlock, the stage ends closest to the
-paper's 3rd and 6th; ResNet-19: layer1, layer2; VGGSNN: conv3, conv6; convnet: conv1), never the last stage.
+Branches (:mod:`snnexp.training.sml_branches`), one per tap, each reading the time mean of its tap
+``[T, B, C, *positions]``: a feature map gets the ResNet-18 demo's conv branch (``branch_width`` channels, FC
+``branch_hidden``); tokens ``[T, B, C, N]`` get the official STMixer demo's non-spiking mixer encoder
+(``token_branch=mixer``, encoder depths 3, 2, 1, 1, ... from the shallowest tap; for models that declare
+their SML attachment points, i.e. STMixer) or the FC part alone (``token_branch=mlp``, ours, and for every
+other ``[T, B, C, N]`` tap, e.g. PointNet's points); vectors get the FC part. Default taps: the model's own SML attachment points when
+it declares them (``model.auxiliary_taps``: STMixer's patch embed and blocks 2, 4, 6, 8, as the demo), else the
+stage taps at 3/8 and 6/8 of the depth (ResNet-18's four stages: layer2, layer3, i.e. after the 4th and 6th
+BasicBlock, the stage ends closest to the paper's 3rd and 6th; ResNet-19: layer1, layer2; VGGSNN: conv3, conv6;
+convnet: conv1), never the last stage.
 
 Branches are training-only: they are the method's submodules (``method.branches``), never the SNN's; ``predict``
 and evaluation use f only.
@@ -29,33 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnexp.training.sml_branches import MixerBranch, conv_branch, mixer_depths, mlp_branch
 from snnexp.training.taps import probe_taps, resolve_taps
 from snnexp.training.method import Method, accuracy
 
 DEFAULT_DEPTHS = (3 / 8, 6 / 8)  # ResNet-18 demo: after the 3rd and 6th of 8 BasicBlocks
-
-
-def surrogate_branch(shape: tuple[int, ...], num_classes: int, width: int = 256, hidden: int = 512) -> nn.Module:
-    """The ANN branch for a tap of shape ``[T, B, ...]`` (it receives the time mean ``[B, ...]``)."""
-    if len(shape) != 5:  # tokens or vectors: FC part only
-        features = shape[-1]
-        head = [nn.Flatten(1)] if len(shape) == 3 else [_TokenMean()]
-        return nn.Sequential(*head, nn.Linear(features, hidden), nn.BatchNorm1d(hidden),
-                             nn.LeakyReLU(0.01), nn.Linear(hidden, num_classes))
-    layers, channels, size = [], shape[2], min(shape[3:])
-    for kernel, stride in ((7, 2), (5, 2), (3, 1)):
-        kernel = min(kernel, 2 * ((size - 1) // 2) + 1 if size > 1 else 1)
-        stride = stride if size >= 4 else 1
-        layers += [nn.Conv2d(channels, width, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(width),
-                   nn.LeakyReLU(0.01)]
-        channels, size = width, (size + 2 * (kernel // 2) - kernel) // stride + 1
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten(1), nn.Linear(4 * width, hidden),
-                         nn.BatchNorm1d(hidden), nn.LeakyReLU(0.01), nn.Linear(hidden, num_classes))
-
-
-class _TokenMean(nn.Module):
-    def forward(self, x):
-        return x.mean(1)
+TOKEN_BRANCHES = ("mixer", "mlp")
 
 
 def sml_loss(f: torch.Tensor, branches: list[torch.Tensor], target: torch.Tensor, tau: float, alpha: float,
@@ -75,12 +57,15 @@ class SML(Method):
     """Surrogate Module Learning: training-only ANN branches at ``taps`` and the hard/soft SML loss."""
 
     def __init__(self, taps: Optional[list[str]] = None, tau: float = 3.0, alpha: float = 0.5, lamb: float = 0.9,
-                 branch_width: int = 256, branch_hidden: int = 512):
+                 branch_width: int = 256, branch_hidden: int = 512, token_branch: str = "mixer"):
         super().__init__()
         if not 0.0 <= lamb <= 1.0:
             raise ValueError(f"method.lamb must lie in [0, 1], got {lamb}")
         if tau <= 0 or alpha < 0:
             raise ValueError(f"method.tau must be positive and method.alpha non-negative; got {tau}, {alpha}")
+        if token_branch not in TOKEN_BRANCHES:
+            raise ValueError(f"method.token_branch must be one of {list(TOKEN_BRANCHES)}, got {token_branch!r}")
+        self.token_branch = token_branch
         self.taps = None if taps is None else list(taps)
         self.tau = tau
         self.alpha = alpha
@@ -91,16 +76,28 @@ class SML(Method):
 
     def check(self, model, datamodule):
         self._shapes = probe_taps(model, datamodule)
-        self._taps = resolve_taps("sml", self.taps, self._shapes, DEFAULT_DEPTHS, model)
+        requested = self.taps if self.taps is not None else getattr(model, "auxiliary_taps", None)
+        self._taps = resolve_taps("sml", requested, self._shapes, DEFAULT_DEPTHS, model)
+        # the mixer branch is the token models' own (STMixer declares its attachment points); point sets and other
+        # 4-D taps get the FC branch
+        self._mixer_heads = getattr(model, "num_heads", None) if hasattr(model, "auxiliary_taps") else None
 
     def setup(self, model, datamodule):
         if self._shapes is None:
             self.check(model, datamodule)
-        self.branches = nn.ModuleDict({
-            name: surrogate_branch(self._shapes[name], datamodule.num_classes, self.branch_width, self.branch_hidden)
-            for name in self._taps
-        })
+        token_taps = [name for name in self._taps if len(self._shapes[name]) == 4]
+        depths = dict(zip(token_taps, mixer_depths(len(token_taps))))
+        self.branches = nn.ModuleDict({name: self._branch(self._shapes[name], depths.get(name), datamodule.num_classes)
+                                       for name in self._taps})
         return model
+
+    def _branch(self, shape: tuple[int, ...], depth: Optional[int], num_classes: int) -> nn.Module:
+        """The branch for a tap of ``shape`` ``[T, B, C, *positions]`` (it receives the time mean)."""
+        if len(shape) == 5:
+            return conv_branch(shape[2], min(shape[3:]), num_classes, self.branch_width, self.branch_hidden)
+        if len(shape) == 4 and self.token_branch == "mixer" and self._mixer_heads:
+            return MixerBranch(shape[2], shape[3], num_classes, self._mixer_heads, depth)
+        return mlp_branch(shape[2], num_classes, self.branch_hidden)
 
     def training_step(self, module, batch):
         x, y = batch

@@ -100,8 +100,13 @@ def fc_bn(in_features: int, out_features: int, dropout: float = 0.0, *, norm_lay
 
 
 def max_over_points(x: torch.Tensor) -> torch.Tensor:
-    """``[T, B, C, N] -> [T, B, C]``: PointNet's symmetric function."""
-    return x.amax(dim=-1)
+    """``[T, B, C, N] -> [T, B, C]``: PointNet's symmetric function.
+
+    ``torch.max(x, dim).values`` as the official model takes it: the backward sends the whole gradient to one
+    point per channel. ``amax`` would split it evenly among tied maxima, and inside the T-Nets and before the
+    feature max the inputs are binary spikes, where ties are the rule: the parameter gradients would differ from
+    the official model's completely although the forward pass is the same."""
+    return x.max(dim=-1).values
 
 
 def apply_transform(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:

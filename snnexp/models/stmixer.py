@@ -134,7 +134,8 @@ class STMixer(SpikingModel):
     """Patch embed -> ``depth`` blocks -> mean over tokens -> Linear, per time step.
 
     Taps: "patch_embed", "block1".."blockD" (``[T, B, D, N]``) and "features" (``[T, B, D]``), so
-    ``logits == model.classifier(taps["features"])``.
+    ``logits == model.classifier(taps["features"])``. ``auxiliary_taps`` names the official SML attachment
+    points (patch embed, blocks 2, 4, ..., depth - 2); ``num_heads`` is the token mixers' head count.
 
     ``norm_layer`` builds every BN; ``hidden_weights`` builds every Conv/Linear but the two patch-embed convs
     that read the image and the classifier, which keep real weights.
@@ -158,6 +159,10 @@ class STMixer(SpikingModel):
                                    f"heads={heads} (set model.dim / model.heads).")
         self.downsample = downsample
         self.tokens = (H // k) * (W // k)
+        self.num_heads = heads
+        # where the official demo attaches its surrogate modules (SML): the patch embed and every second block
+        # before the last two (STMixerV3 with sml=True: depth // 2 branches)
+        self.auxiliary_taps = ["patch_embed"] + [f"block{2 * i}" for i in range(1, depth // 2)]
         self.patch_embed = PatchEmbed(C, dim, downsample, neuron, norm_layer, hidden_weights)
         self.blocks = nn.ModuleList(Block(dim, self.tokens, heads, mlp_ratio, neuron, norm_layer, hidden_weights)
                                     for _ in range(depth))

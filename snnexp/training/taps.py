@@ -63,21 +63,12 @@ def resolve_taps(method: str, requested, shapes: dict[str, tuple[int, ...]], fra
 
 
 def pooled(tap: torch.Tensor) -> torch.Tensor:
-    """Time mean of a tap ``[T, B, ...]``, then global average over spatial / token dims: ``[B, C]``."""
+    """Time mean of a tap ``[T, B, C, *positions]``, then the mean over its positions (pixels, tokens, points):
+    ``[B, C]``. Taps are channels-first in every model (:class:`snnexp.models.output.ModelOutput`)."""
     x = tap.mean(0)
-    if x.dim() == 4:  # [B, C, H, W]
-        return x.mean((2, 3))
-    if x.dim() == 3:  # tokens [B, N, D]
-        return x.mean(1)
-    return x.flatten(1)
+    return x.flatten(2).mean(2) if x.dim() > 2 else x
 
 
 def channels_of(shape: tuple[int, ...]) -> int:
-    """Channels of a tap shape ``[T, B, C, H, W]`` / ``[T, B, N, D]`` / ``[T, B, F]`` after :func:`pooled`."""
-    if len(shape) == 5:
-        return shape[2]
-    if len(shape) == 4:
-        return shape[3]
-    return int(torch.tensor(shape[2:]).prod())
-
-
+    """Channels ``C`` of a tap shape ``[T, B, C, *positions]``: the width of :func:`pooled`'s output."""
+    return int(shape[2])
