@@ -11,7 +11,7 @@ import torch
 from helpers.references import ce as _ce
 from helpers.references import kl as _kl
 from helpers.references import log_softmax as _log_softmax
-from helpers.runs import compose_config, student_overrides
+from helpers.runs import compose_config
 from helpers.tiny import NoTaps as _NoTaps
 from helpers.tiny import TinyData as _Data
 from snnexp.errors import IncompatibleError
@@ -45,54 +45,6 @@ def test_sml_soft_term_stops_the_gradient_of_its_reference():
     # d/df (1/B) sum p_a (log p_a - log_softmax(f/tau)) / 2 = (softmax(f/tau) - p_a) / (2 B tau)
     expected = (torch.softmax(f.detach() / tau, -1) - torch.softmax(a / tau, -1)) / (2 * 4 * tau)
     torch.testing.assert_close(f.grad, expected)
-
-
-@pytest.mark.parametrize("model", ["resnet19", "vggsnn"])
-@pytest.mark.parametrize("method", ["sml"])
-def test_method_trains_one_fast_dev_run_step(method, model, teachers, tmp_path):
-    cfg = compose_config(["debug=fast", "data.batch_size=4", "optim=sgd", *student_overrides(method, model, teachers)],
-                         tmp_path / "run")
-    run(cfg)
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "completed"
-    assert 0.0 <= summary["test"]["test/acc"] <= 1.0
-
-
-@pytest.mark.parametrize("method", ["sml"])
-def test_training_only_heads_are_the_methods_own_and_absent_from_prediction(method, tmp_path):
-    cfg = compose_config([*student_overrides(method, "resnet19", {}), "data.batch_size=4"], tmp_path / "run")
-    _, module = build(cfg)
-    snn, extras = module.model, module.method
-    n_extra = sum(p.numel() for p in extras.parameters())
-    assert n_extra > 0
-    assert not {id(p) for p in snn.parameters()} & {id(p) for p in extras.parameters()}
-    assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in snn.parameters()) + n_extra
-    assert any(key.startswith("method.") for key in module.state_dict())  # checkpointed with the module
-    x = torch.rand(3, 1, 8, 8)
-    module.eval()
-    with torch.no_grad():
-        before = module.method.predict(module(x))
-        for p in extras.parameters():  # scrambling the heads changes nothing at evaluation
-            p.add_(torch.randn_like(p))
-        after = module.method.predict(module(x))
-        torch.testing.assert_close(before, after)
-        torch.testing.assert_close(after, snn(x.unsqueeze(0).repeat(2, 1, 1, 1, 1)).logits.mean(0))  # T=2
-    with module.timesteps(5):  # evaluating at another T changes only the encoding
-        assert module.encode(x).shape == (5, 3, 1, 8, 8)
-    assert module.encode(x).shape[0] == 2
-
-
-@pytest.mark.parametrize("method", ["sml"])
-def test_training_only_heads_round_trip_through_a_checkpoint(method, tmp_path):
-    cfg = compose_config([*student_overrides(method, "resnet19", {}), "data.batch_size=4"], tmp_path / "run")
-    _, module = build(cfg)
-    for p in module.method.parameters():
-        p.data.normal_()
-    _, fresh = build(cfg)
-    fresh.load_state_dict(module.state_dict())
-    for (name, a), b in zip(module.method.state_dict().items(), fresh.method.state_dict().values()):
-        if isinstance(a, torch.Tensor):
-            torch.testing.assert_close(a, b, msg=name)
 
 
 def test_sml_default_taps_per_family(tmp_path):

@@ -5,7 +5,6 @@ generated ModelNet40."""
 import json
 from functools import partial
 
-from torch import nn
 import pytest
 import torch
 

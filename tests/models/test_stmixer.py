@@ -3,7 +3,6 @@ allowed (convolution, fully connected, residual: no attention, no max-pool)."""
 
 import json
 
-import torch.nn.functional as F
 import pytest
 import torch
 from hydra.utils import instantiate
