@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import time
@@ -133,14 +134,15 @@ def run(cfg: DictConfig) -> float | None:
         by_T = {T: _test_at(T, cfg, trainer, module, datamodule) for T in cfg.eval.timesteps}
         summary.update(status="completed", final_val=val, test=tested[0] if tested else {},
                        test_by_T=by_T, tested_checkpoint=test_ckpt)
-    except SnnexpError as err:
-        summary.update(status="failed", error=str(err))
+    except BaseException as err:  # any failure, ours or not, and Ctrl-C: the summary must not say "running"
+        summary.update(status="failed", error=str(err) if isinstance(err, SnnexpError) else f"{type(err).__name__}: {err}")
         raise
     finally:
         summary.update(_describe(cfg, trainer, module, start))
         _write_summary(out_dir / "summary.json", summary)
         finish_loggers(loggers)
     log.info("summary written to %s", out_dir / "summary.json")
+    print_results(summary, out_dir)
     if summary["best"]:
         return summary["best"]["score"]
     return summary["final_val"].get(cfg.optimized_metric)
@@ -225,6 +227,39 @@ def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: flo
             "batch_size": cfg.data.get("batch_size"),
         },
     }
+
+
+def results_table(summary: dict, out_dir: Path):
+    """The run's results as a rich table: best validation and test accuracy (and at each ``eval.timesteps`` T),
+    mean firing rate, parameters, epochs, wall time and the run directory."""
+    from rich.table import Table
+
+    def percent(value):
+        return "-" if value is None else f"{100 * value:.2f}%"
+
+    table = Table(title="snnexp results", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value")
+    best = summary.get("best") or {}
+    table.add_row(f"best {best.get('metric', 'val/acc')}", percent(best.get("score")))
+    table.add_row("test accuracy", percent((summary.get("test") or {}).get("test/acc")))
+    for T, metrics in (summary.get("test_by_T") or {}).items():
+        table.add_row(f"test accuracy at T={T}", percent(metrics.get("acc")))
+    table.add_row("mean firing rate", "-" if summary["firing_rate"] is None else f"{summary['firing_rate']:.4f}")
+    table.add_row("parameters", f"{summary['num_parameters']:,}")
+    table.add_row("epochs", str(summary["epochs"]))
+    table.add_row("wall time", f"{summary['wall_time_s']:.1f} s")
+    table.add_row("run directory", str(out_dir))
+    return table
+
+
+def print_results(summary: dict, out_dir: Path) -> None:
+    """Render :func:`results_table` as text and log it: the console and the run's ``snnexp.log`` both show it."""
+    from rich.console import Console
+
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(results_table(summary, out_dir))
+    log.info("results\n%s", console.export_text())
 
 
 def _write_summary(path: Path, summary: dict) -> None:

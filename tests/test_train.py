@@ -41,6 +41,12 @@ def test_cli_run_writes_config_metrics_checkpoints_and_summary(tmp_path):
     assert any(r.get("train/loss") for r in rows)
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     assert (run_dir / ".hydra" / "config.yaml").read_text().count("snnexp.methods.sdt.SDT") == 1
+    # the results table, on the console and in the run's log, with the summary's numbers
+    test_acc = f"{100 * summary['test']['test/acc']:.2f}%"
+    for text in (proc.stdout + proc.stderr, (run_dir / "snnexp.log").read_text()):
+        assert "snnexp results" in text and str(run_dir) in text
+        assert test_acc in text.split("test accuracy", 1)[1].splitlines()[0]
+        assert "29,162" in text
 
 
 def test_resume_auto_continues_and_nothing_is_overwritten(tmp_path):
@@ -134,3 +140,11 @@ def test_eval_timesteps_rebins_event_data(tmp_path):
     run(cfg)
     by_T = json.loads((tmp_path / "run" / "summary.json").read_text())["test_by_T"]
     assert sorted(by_T) == ["2", "8"] and all("acc" in v for v in by_T.values())
+
+
+def test_a_run_that_fails_with_any_exception_records_it_in_the_summary(tmp_path):
+    cfg = compose_config(["data.batch_size=0", "trainer.max_epochs=1"], tmp_path / "run")
+    with pytest.raises(ValueError, match="batch_size"):
+        run(cfg)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith("ValueError: batch_size")
