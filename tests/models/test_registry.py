@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from helpers.models import B, C, T, StandInNeuron, build, count_params, real_lif, seq
+from helpers.models import B, C, T, StandInNeuron, build, build_named, count_params, real_lif, seq
+from helpers.models import TOKEN_NEURONS
 from snnexp.config import CONF_DIR, _locate
 from snnexp.models import ModelConfigError, ModelOutput, create_model, list_models
 from snnexp.models.encoders import make_encoder
@@ -140,3 +141,21 @@ def test_every_model_config_is_a_registered_name_built_by_its_own_factory(path):
     assert count_params(via_yaml) == count_params(by_name)
     assert [(k, v.shape) for k, v in via_yaml.state_dict().items()] == \
         [(k, v.shape) for k, v in by_name.state_dict().items()]
+
+
+# the token models' named configs, each with every token neuron (the ImageNet-size STMixer once, at LIF)
+TOKEN_RUNS = ([(name, neuron) for name in ("sdt", "sdt_2_256", "sdt_2_512", "stmixer") for neuron in sorted(TOKEN_NEURONS)]
+              + [("stmixer_imagenet_8_768", "lif")])
+
+
+@pytest.mark.parametrize("name, neuron", TOKEN_RUNS)
+def test_named_config_runs_forward_and_backward_with_every_neuron(name, neuron):
+    torch.manual_seed(0)
+    model = build_named(name, (3, 16, 16), neuron=TOKEN_NEURONS[neuron])
+    out = model(seq(torch.rand(B, 3, 16, 16)))
+    assert isinstance(out, ModelOutput)
+    assert out.logits.shape == (T, B, C)
+    assert "features" in out.taps and out.taps["features"].shape == (T, B, model.num_features)
+    assert all(v.shape[:2] == (T, B) for v in out.taps.values())
+    out.logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

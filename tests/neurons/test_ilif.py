@@ -14,7 +14,7 @@ from helpers.neurons import scaled_input as sample_input
 from helpers.neurons import spikes_and_input_grad
 from helpers.runs import compose_config
 from snnexp.models.layers import SeqToBatch
-from snnexp.neurons import ILIF, MultiStepNeuron, expand_to_binary
+from snnexp.neurons import ILIF, expand_to_binary
 
 
 class Quant(torch.autograd.Function):
@@ -55,18 +55,6 @@ def test_ilif_matches_unrolled_reference_spikes_and_gradients(D, normalise):
     assert torch.equal(counts, counts.round()) and counts.min() == 0 and counts.max() == D
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close(g, g_ref)
-
-
-@pytest.mark.parametrize("make", [ILIF], ids=lambda c: c.__name__)
-def test_streaming_steps_match_the_sequence_forward(make):
-    neuron = make().double()
-    assert isinstance(neuron, MultiStepNeuron)
-    x = sample_input(scale=2.0).detach()
-    v, outs = None, []
-    for x_t in x:
-        s, v = neuron.step(x_t, v)
-        outs.append(s)
-    torch.testing.assert_close(torch.stack(outs), neuron(x))
 
 
 # ------------------------------------------------------------------------------- I-LIF binary expansion

@@ -12,7 +12,7 @@ import snnexp.train
 from helpers.neurons import scaled_input as sample_input
 from helpers.neurons import spikes_and_input_grad
 from helpers.runs import compose_config
-from snnexp.neurons import MLF, MultiStepNeuron
+from snnexp.neurons import MLF
 
 
 class RectSpike(torch.autograd.Function):
@@ -49,18 +49,6 @@ def test_mlf_matches_unrolled_reference_spikes_and_gradients(levels, spacing):
     assert y.shape == x.shape and y.max() >= 2  # several levels fire at once
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close(g, g_ref)
-
-
-@pytest.mark.parametrize("make", [MLF], ids=lambda c: c.__name__)
-def test_streaming_steps_match_the_sequence_forward(make):
-    neuron = make().double()
-    assert isinstance(neuron, MultiStepNeuron)
-    x = sample_input(scale=2.0).detach()
-    v, outs = None, []
-    for x_t in x:
-        s, v = neuron.step(x_t, v)
-        outs.append(s)
-    torch.testing.assert_close(torch.stack(outs), neuron(x))
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -18,7 +18,7 @@ from helpers.runs import compose_config
 from snnexp.errors import SnnexpError
 from snnexp.models import create_model
 from snnexp.models.layers import SeqToBatch
-from snnexp.neurons import MultiStepNeuron, Ternary, fold_ternary_amplitudes
+from snnexp.neurons import Ternary, fold_ternary_amplitudes
 
 
 def reference_ternary(x_seq, amplitude, decay=0.25):
@@ -55,18 +55,6 @@ def test_ternary_amplitude_is_learnt_with_the_gradient_of_a_times_s():
     y.sum().backward()
     torch.testing.assert_close(neuron.amplitude.grad, (y.detach() / neuron.amplitude.detach()).sum())
     assert not isinstance(Ternary(learn_amplitude=False).amplitude, nn.Parameter)
-
-
-@pytest.mark.parametrize("make", [Ternary], ids=lambda c: c.__name__)
-def test_streaming_steps_match_the_sequence_forward(make):
-    neuron = make().double()
-    assert isinstance(neuron, MultiStepNeuron)
-    x = sample_input(scale=2.0).detach()
-    v, outs = None, []
-    for x_t in x:
-        s, v = neuron.step(x_t, v)
-        outs.append(s)
-    torch.testing.assert_close(torch.stack(outs), neuron(x))
 
 
 # ---------------------------------------------------------------------------- ternary re-parameterisation
