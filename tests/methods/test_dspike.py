@@ -9,9 +9,7 @@ import torch.nn.functional as F
 
 from helpers.tiny import FakeModule, TinySNN
 from helpers.tiny import tiny_batch as _batch
-from helpers.runs import compose_config
 from snnexp.methods.dspike import Dspike, orthonormal_directions
-from snnexp.train import run
 
 
 def test_orthonormal_directions_are_orthonormal():
@@ -75,14 +73,3 @@ def test_dspike_temperature_moves_at_most_one_step_per_epoch_and_stays_in_bounds
         history.append(method.b)
     steps = [round(abs(a - b), 6) for a, b in zip(history, history[1:])]
     assert set(steps) <= {0.0, 0.5} and all(0.5 <= b <= 1.5 for b in history)
-
-
-@pytest.mark.parametrize("method", ["dspike"])
-@pytest.mark.parametrize("model", ["resnet19", "vggsnn"])
-def test_method_runs_a_fast_dev_run(tmp_path, method, model):
-    data = ["data=digits"] if model == "resnet19" else ["data=synthetic_dvs", "data.sensor=16", "data.num_train=8",
-                                                        "data.num_val=4", "data.num_test=4"]
-    cfg = compose_config(["debug=fast", "T=2", "data.batch_size=2", f"model={model}", f"method={method}", *data],
-                         tmp_path / "run")
-    run(cfg)
-    assert (tmp_path / "run" / "summary.json").exists()

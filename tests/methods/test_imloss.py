@@ -8,11 +8,9 @@ from torch import nn
 
 from helpers.tiny import FakeModule, TinySNN
 from helpers.tiny import tiny_batch as _batch
-from helpers.runs import compose_config
 from snnexp.errors import IncompatibleError
 from snnexp.methods.imloss import IMLoss, esg_sharpness
 from snnexp.neurons import LIF
-from snnexp.train import run
 
 
 def test_esg_sharpness_follows_the_exponential_schedule():
@@ -48,17 +46,6 @@ def test_im_loss_equals_ce_plus_weighted_information_term():
     im = (s2.mean() - 0.5 / T) ** 2  # only the hidden layer between the first and the last
     assert loss.item() == pytest.approx((ce + 0.3 * im).item(), rel=1e-6)
     assert logs["im"].item() == pytest.approx(im.item(), rel=1e-6)
-
-
-@pytest.mark.parametrize("method", ["imloss"])
-@pytest.mark.parametrize("model", ["resnet19", "vggsnn"])
-def test_method_runs_a_fast_dev_run(tmp_path, method, model):
-    data = ["data=digits"] if model == "resnet19" else ["data=synthetic_dvs", "data.sensor=16", "data.num_train=8",
-                                                        "data.num_val=4", "data.num_test=4"]
-    cfg = compose_config(["debug=fast", "T=2", "data.batch_size=2", f"model={model}", f"method={method}", *data],
-                         tmp_path / "run")
-    run(cfg)
-    assert (tmp_path / "run" / "summary.json").exists()
 
 
 def test_imloss_refuses_a_model_with_too_few_spiking_layers(tmp_path):

@@ -1,5 +1,5 @@
-"""The Method interface (snnexp/training/method.py) as every method with training-only parts uses it: each trains a
-fast_dev_run step on ResNet-19 and VGGSNN; heads and branches are the method's own submodules, absent from
+"""The Method interface (snnexp/training/method.py) as every method with training-only parts or schedules uses it:
+each trains a fast_dev_run step on ResNet-19 and VGGSNN; heads and branches are the method's own submodules, absent from
 prediction and from the SNN's parameters, and they round-trip through a checkpoint."""
 
 import json
@@ -12,7 +12,7 @@ from snnexp.train import build, run
 
 
 @pytest.mark.parametrize("model", ["resnet19", "vggsnn"])
-@pytest.mark.parametrize("method", ["sml", "shortcut", "kd", "enof", "contrastive"])
+@pytest.mark.parametrize("method", ["sml", "shortcut", "kd", "enof", "contrastive", "dspike", "imloss"])
 def test_method_trains_one_fast_dev_run_step(method, model, teachers, tmp_path):
     cfg = compose_config(["debug=fast", "data.batch_size=4", "optim=sgd", *student_overrides(method, model, teachers)],
                          tmp_path / "run")
