@@ -1,24 +1,18 @@
-// The CPU fused path as a PyTorch C++ extension (built by snnexp/kernels/cpu.py): the loops of neuron_host.cuh,
-// parallel over neurons with at::parallel_for. float32 [T, N] contiguous tensors; the forward returns the output
-// only (the caller keeps X, from which the backward recomputes H chunk by chunk).
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <cmath>
+// The CPU fused path as a PyTorch C++ extension (built by snnexp/kernels/cpu.py): tensors in and out of the loops
+// of neuron_cpu.cuh, which the other neuron_cpu_*.cpp compile. float32 [T, N] contiguous tensors; the forward
+// returns the output only (the caller keeps X, from which the backward recomputes H chunk by chunk). Only this
+// file includes torch's (slow to compile) tensor and Python-binding headers, and only the parts it needs.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <torch/csrc/utils/pybind.h>
 #include <cstdlib>
 #include <mutex>
 #include <unordered_map>
-#ifdef SNN_LIBMVEC  // glibc's vector expf (libmvec): lets the sigmoid surrogate's backward loop vectorize
-extern "C" {
-#pragma omp declare simd notinbranch
-float expf(float) noexcept;
-}
-#define SNN_HOST_EXPF ::expf
-#endif
-#include "neuron_host.cuh"
+#include "neuron_cpu.cuh"
 
-using namespace snn::host;
-
-constexpr int64_t GRAIN = SNN_HOST_CHUNK * 4;
+namespace cpu = snn::cpu;
 
 // ---------------------------------------------------------------------------------------- output buffers
 // Outputs (spikes, gradients) of a few MiB and more come from a cache of freed buffers of the same size, as
@@ -111,34 +105,17 @@ static void check_input(const at::Tensor& t, const char* name) {
                 ": expected a contiguous float32 [T, N] tensor");
 }
 
-// Split [T, N] into chunks of GRAIN neurons run in parallel; returns the per-chunk results of f(begin, end).
-template <typename F>
-std::vector<double> for_each_chunk(int64_t N, F&& f) {
-    const int64_t chunks = (N + GRAIN - 1) / GRAIN;
-    std::vector<double> partial(std::max<int64_t>(chunks, 1), 0.0);
-    at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-        for (int64_t c = cb; c < ce; ++c) partial[c] = f(c * GRAIN, std::min(N, (c + 1) * GRAIN));
-    });
-    return partial;
-}
-
 // ------------------------------------------------------------------------------------------ LIF / IF / PLIF
 
 at::Tensor forward(at::Tensor x, int64_t kind, bool decay_input, bool hard, double k, double v_threshold,
                    double v_reset) {
     check_input(x, "x");
-    const int64_t T = x.size(0), N = x.size(1);
     auto s = BufferPool::instance().empty(x.sizes());
-    const float* xp = x.data_ptr<float>();
-    float* sp = s.data_ptr<float>();
-    dispatch_kind((int)kind, [&](auto K) { return dispatch_bool(decay_input, [&](auto D) {
-        return dispatch_bool(hard, [&](auto H) {
-            for_each_chunk(N, [&](int64_t b, int64_t e) {
-                forward_range<decltype(K)::value, decltype(D)::value, decltype(H)::value>(
-                    xp, sp, T, N, b, e, (float)k, (float)v_threshold, (float)v_reset);
-                return 0.0;
-            });
-            return 0; }); }); });
+    snn::host::dispatch_kind((int)kind, [&](auto K) {
+        cpu::forward<decltype(K)::value>(x.data_ptr<float>(), s.data_ptr<float>(), x.size(0), x.size(1), decay_input,
+                                         hard, (float)k, (float)v_threshold, (float)v_reset);
+        return 0;
+    });
     return s;
 }
 
@@ -148,22 +125,13 @@ std::vector<at::Tensor> backward(at::Tensor grad_s, at::Tensor x, int64_t kind, 
                                  double alpha, double width) {
     check_input(grad_s, "grad_s");
     check_input(x, "x");
-    const int64_t T = x.size(0), N = x.size(1);
     auto grad_x = BufferPool::instance().empty(x.sizes());
-    const float *gp = grad_s.data_ptr<float>(), *xp = x.data_ptr<float>();
-    float* gxp = grad_x.data_ptr<float>();
-    double grad_k = 0.0;
-    dispatch_kind((int)kind, [&](auto K) { return dispatch_bool(decay_input, [&](auto D) {
-        return dispatch_bool(hard, [&](auto H) { return dispatch_bool(detach, [&](auto R) {
-            return dispatch_surrogate((int)surrogate, [&](auto S) {
-                for (double p : for_each_chunk(N, [&](int64_t b, int64_t e) {
-                         return backward_range<decltype(K)::value, decltype(D)::value, decltype(H)::value,
-                                               decltype(R)::value, decltype(S)::value>(
-                             gp, xp, gxp, T, N, b, e, (float)k, (float)v_threshold, (float)v_reset, (float)alpha,
-                             (float)width);
-                     }))
-                    grad_k += p;
-                return 0; }); }); }); }); });
+    const double grad_k = snn::host::dispatch_kind((int)kind, [&](auto K) {
+        return cpu::backward<decltype(K)::value>(grad_s.data_ptr<float>(), x.data_ptr<float>(),
+                                                 grad_x.data_ptr<float>(), x.size(0), x.size(1), decay_input, hard,
+                                                 detach, (int)surrogate, (float)k, (float)v_threshold,
+                                                 (float)v_reset, (float)alpha, (float)width);
+    });
     return {grad_x, at::scalar_tensor(grad_k, at::kDouble)};
 }
 
@@ -171,14 +139,9 @@ std::vector<at::Tensor> backward(at::Tensor grad_s, at::Tensor x, int64_t kind, 
 
 at::Tensor ternary_forward(at::Tensor x, double decay, double v_threshold) {
     check_input(x, "x");
-    const int64_t T = x.size(0), N = x.size(1);
     auto s = BufferPool::instance().empty(x.sizes());
-    const float* xp = x.data_ptr<float>();
-    float* sp = s.data_ptr<float>();
-    for_each_chunk(N, [&](int64_t b, int64_t e) {
-        ternary_forward_range(xp, sp, T, N, b, e, (float)decay, (float)v_threshold);
-        return 0.0;
-    });
+    cpu::ternary_forward(x.data_ptr<float>(), s.data_ptr<float>(), x.size(0), x.size(1), (float)decay,
+                         (float)v_threshold);
     return s;
 }
 
@@ -186,34 +149,25 @@ at::Tensor ternary_backward(at::Tensor grad_s, at::Tensor x, bool detach, int64_
                             double v_threshold, double alpha, double width) {
     check_input(grad_s, "grad_s");
     check_input(x, "x");
-    const int64_t T = x.size(0), N = x.size(1);
     auto grad_x = BufferPool::instance().empty(x.sizes());
-    const float *gp = grad_s.data_ptr<float>(), *xp = x.data_ptr<float>();
-    float* gxp = grad_x.data_ptr<float>();
-    dispatch_bool(detach, [&](auto R) { return dispatch_surrogate((int)surrogate, [&](auto S) {
-        for_each_chunk(N, [&](int64_t b, int64_t e) {
-            ternary_backward_range<decltype(R)::value, decltype(S)::value>(
-                gp, xp, gxp, T, N, b, e, (float)decay, (float)v_threshold, (float)alpha, (float)width);
-            return 0.0;
-        });
-        return 0; }); });
+    cpu::ternary_backward(grad_s.data_ptr<float>(), x.data_ptr<float>(), grad_x.data_ptr<float>(), x.size(0),
+                          x.size(1), detach, (int)surrogate, (float)decay, (float)v_threshold, (float)alpha,
+                          (float)width);
     return grad_x;
 }
 
 // ---------------------------------------------------------------------------------------- multi-level
 
+static void check_levels(int64_t levels) {
+    TORCH_CHECK(levels >= 1 && levels <= SNN_MAX_LEVELS, "levels must be in [1, ", SNN_MAX_LEVELS, "]");
+}
+
 at::Tensor multilevel_forward(at::Tensor x, int64_t levels, double decay, double v_threshold, double level_spacing) {
     check_input(x, "x");
-    TORCH_CHECK(levels >= 1 && levels <= SNN_MAX_LEVELS, "levels must be in [1, ", SNN_MAX_LEVELS, "]");
-    const int64_t T = x.size(0), N = x.size(1);
+    check_levels(levels);
     auto out = BufferPool::instance().empty(x.sizes());
-    const float* xp = x.data_ptr<float>();
-    float* op = out.data_ptr<float>();
-    for_each_chunk(N, [&](int64_t b, int64_t e) {
-        multilevel_forward_range(xp, op, T, N, b, e, (int)levels, (float)decay, (float)v_threshold,
-                                 (float)level_spacing);
-        return 0.0;
-    });
+    cpu::multilevel_forward(x.data_ptr<float>(), out.data_ptr<float>(), x.size(0), x.size(1), (int)levels,
+                            (float)decay, (float)v_threshold, (float)level_spacing);
     return out;
 }
 
@@ -221,19 +175,11 @@ at::Tensor multilevel_backward(at::Tensor grad_out, at::Tensor x, int64_t levels
                                double decay, double v_threshold, double level_spacing, double alpha, double width) {
     check_input(grad_out, "grad_out");
     check_input(x, "x");
-    TORCH_CHECK(levels >= 1 && levels <= SNN_MAX_LEVELS, "levels must be in [1, ", SNN_MAX_LEVELS, "]");
-    const int64_t T = x.size(0), N = x.size(1);
+    check_levels(levels);
     auto grad_x = BufferPool::instance().empty(x.sizes());
-    const float *gp = grad_out.data_ptr<float>(), *xp = x.data_ptr<float>();
-    float* gxp = grad_x.data_ptr<float>();
-    dispatch_bool(detach, [&](auto R) { return dispatch_surrogate((int)surrogate, [&](auto S) {
-        for_each_chunk(N, [&](int64_t b, int64_t e) {
-            multilevel_backward_range<decltype(R)::value, decltype(S)::value>(
-                gp, xp, gxp, T, N, b, e, (int)levels, (float)decay, (float)v_threshold, (float)level_spacing,
-                (float)alpha, (float)width);
-            return 0.0;
-        });
-        return 0; }); });
+    cpu::multilevel_backward(grad_out.data_ptr<float>(), x.data_ptr<float>(), grad_x.data_ptr<float>(), x.size(0),
+                             x.size(1), (int)levels, detach, (int)surrogate, (float)decay, (float)v_threshold,
+                             (float)level_spacing, (float)alpha, (float)width);
     return grad_x;
 }
 

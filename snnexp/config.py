@@ -57,6 +57,7 @@ class TrainerConfig:
     devices: Any = "auto"
     num_nodes: int = 1
     strategy: Any = "auto"
+    plugins: Any = None  # Lightning plugins, e.g. snnexp.training.sync_norm.GlobalBatchNorm (DDP: global-batch BN)
     precision: Any = "32-true"
     gradient_clip_val: Optional[float] = None
     accumulate_grad_batches: int = 1
@@ -91,6 +92,7 @@ class TrainConfig:
     resume: Optional[str] = None  # null, "auto" (the run dir's checkpoints/last.ckpt) or a checkpoint path
     task_name: str = "train"
     optimized_metric: str = "val/acc"
+    bn_warm_start: bool = True  # BatchNorm running statistics: plain average of the first 1/momentum batches
     optim: Any = MISSING  # the optim group: a partial optimiser (see snnexp.optim)
     scheduler: Any = None  # the scheduler group: a partial per-epoch schedule; none (~scheduler) = no scheduler
     eval: EvalConfig = field(default_factory=EvalConfig)

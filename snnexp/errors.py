@@ -32,3 +32,7 @@ def dataset_not_found(name: str, root, looked_for: str, url: str, override: str 
 
 class SweepConfigError(SnnexpError):
     """A setting no job of a multirun can run with (e.g. DDP under ``-m``): it stops the whole sweep."""
+
+
+class ConfigValueError(SnnexpError):
+    """A config value outside its valid range (a batch size of 0, a negative learning rate), refused before training."""

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from snnexp.errors import NonFiniteLossError, SnnexpError
 from snnexp.metrics import FiringRateMonitor
+from snnexp.neurons import MultiStepNeuron
 from snnexp.optim import configure
 from snnexp.training.method import Method
 
@@ -28,6 +29,10 @@ class SNNModule(L.LightningModule):
     Metric names: ``train/loss``, ``val/loss``, ``val/acc``, ``val/acc5``, ``val/firing_rate`` (and
     ``val/firing_rate/<layer>``), ``test/acc``, ``test/acc5``, and ``test_T<n>/acc`` when evaluated at other T;
     accuracies are fractions in [0, 1].
+
+    Under DDP every logged metric is the global one: epoch-level values are logged with ``sync_dist=True``, the
+    accuracies are torchmetrics (which sync themselves) and the firing rates are summed over the processes before
+    they are logged or kept in ``last_firing_rates`` (so ``summary.json`` holds the rates of the whole val set).
     """
 
     def __init__(self, model: nn.Module, method: Method, num_classes: int, optimizer: Callable,
@@ -49,6 +54,7 @@ class SNNModule(L.LightningModule):
         self.firing = FiringRateMonitor(self.model)
         self.test_prefix = "test"  # "test_T<n>" while evaluating at another number of time steps
         self.last_firing_rates: dict[str, float] = {}
+        self._val_samples = 0  # validation samples this process saw this epoch: its weight in the global rates
 
     def encode(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
         """``[B, *input_shape]`` -> ``[T, B, ...]`` through the encoder (``T`` defaults to the run's); a sequence
@@ -73,6 +79,11 @@ class SNNModule(L.LightningModule):
     def on_train_epoch_start(self):
         self.method.on_train_epoch_start(self.current_epoch, self.trainer.max_epochs)
 
+    def on_train_start(self):
+        # resuming in the middle of an epoch, Lightning skips on_train_epoch_start: enter the epoch's schedules here
+        if self.trainer.fit_loop.restarted_mid_epoch:
+            self.on_train_epoch_start()
+
     def training_step(self, batch, batch_idx):
         loss, logs = self.method.training_step(self, batch)
         if not torch.isfinite(loss):
@@ -82,9 +93,10 @@ class SNNModule(L.LightningModule):
                 "Try a lower optim.lr or gradient clipping (trainer.gradient_clip_val=1.0)."
             )
         batch_size = batch[1].shape[0]
-        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size,
+                 sync_dist=True)
         for name, value in logs.items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True)
         return loss
 
     # ---- evaluation -----------------------------------------------------------------------------------
@@ -94,7 +106,7 @@ class SNNModule(L.LightningModule):
         loss = self.method.loss(output, y)
         scores = self.method.predict(output)
         getattr(self, f"{split}_acc")(scores, y)
-        self.log(f"{prefix}/loss", loss, batch_size=y.shape[0])
+        self.log(f"{prefix}/loss", loss, batch_size=y.shape[0], sync_dist=True)
         self.log(f"{prefix}/acc", getattr(self, f"{split}_acc"), prog_bar=True, batch_size=y.shape[0])
         if self.top5:
             getattr(self, f"{split}_acc5")(scores, y)
@@ -103,17 +115,32 @@ class SNNModule(L.LightningModule):
     def on_validation_epoch_start(self):
         self.method.on_evaluation_start(self)
         self.firing.start()
+        self._val_samples = 0
 
     def validation_step(self, batch, batch_idx):
+        self._val_samples += batch[1].shape[0]
         self._evaluate(batch, "val", "val")
 
     def on_validation_epoch_end(self):
-        rates = self.firing.stop()
+        rates = self._global_firing_rates(self.firing.stop(), self._val_samples)
         if rates:
             self.last_firing_rates = rates
-            self.log("val/firing_rate", sum(rates.values()) / len(rates))
+            # already global: sync_dist only keeps Lightning from warning about an unsynced epoch-level value
+            self.log("val/firing_rate", sum(rates.values()) / len(rates), sync_dist=True)
             for name, rate in rates.items():
-                self.log(f"val/firing_rate/{name}", rate)
+                self.log(f"val/firing_rate/{name}", rate, sync_dist=True)
+
+    def _global_firing_rates(self, rates: dict[str, float], samples: int) -> dict[str, float]:
+        """This process's ``{layer: rate}`` over ``samples`` validation samples -> the rates over every process's
+        samples. Each layer's spike count per sample is the same on every process, so weighting a process's rate
+        by its samples gives the global spikes / neurons exactly. Every process reduces the same vector (all
+        spiking layers in module order, zeros where it saw none), so the collective matches even when one process
+        had no batches. One process: the same rates, in module order."""
+        names = [name for name, module in self.model.named_modules() if isinstance(module, MultiStepNeuron)]
+        local = torch.tensor([[rates[n] * samples, samples] if n in rates else [0.0, 0.0] for n in names],
+                             dtype=torch.float64, device=self.device).reshape(-1, 2)
+        totals = self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
+        return {name: spikes / count for name, (spikes, count) in zip(names, totals) if count > 0}
 
     def on_test_epoch_start(self):
         self.method.on_evaluation_start(self)
@@ -129,7 +156,7 @@ class SNNModule(L.LightningModule):
     def on_train_epoch_end(self):
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         if math.isfinite(lr):
-            self.log("train/lr", lr)
+            self.log("train/lr", lr, sync_dist=True)  # the same on every process; synced to keep Lightning quiet
 
     def on_load_checkpoint(self, checkpoint):
         upgrade_checkpoint(checkpoint, self.method)

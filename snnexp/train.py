@@ -11,29 +11,40 @@ import io
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from snnexp.checks import check_neuron, check_values
+from snnexp.checks import instantiate as checked_instantiate
+from snnexp.csv_history import hold_earlier_rows, merge_earlier_rows
 from snnexp.errors import IncompatibleError, SnnexpError, SweepConfigError
 from snnexp.lit import SNNModule
 from snnexp.loggers import finish_loggers
 from snnexp.models.encoders import check_timesteps, make_encoder
+from snnexp.models.norm import warm_start_running_stats
+from snnexp.quiet import silence_noise
+from snnexp.preemption import as_preempted
+from snnexp.resume import elapsed_before, mark_segment_start
 
 log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig):
     """Instantiate ``(datamodule, module)`` from the config; refuse combinations that cannot work."""
+    check_values(cfg)
     T = check_timesteps(cfg.T)
-    datamodule = instantiate(cfg.data)
-    method = instantiate(cfg.method)
-    neuron = instantiate(cfg.neuron)
+    datamodule = checked_instantiate(cfg.data, "data")
+    method = checked_instantiate(cfg.method, "method")
+    neuron = checked_instantiate(cfg.neuron, "neuron")
+    check_neuron(neuron)
     model_name = _choice(cfg, "model")
     try:
         model = instantiate(cfg.model, neuron=neuron, input_shape=tuple(datamodule.input_shape),
@@ -56,8 +67,10 @@ def build(cfg: DictConfig):
         )
     method.check(model, datamodule)
     model = method.setup(model, datamodule)
-    module = SNNModule(model, method, datamodule.num_classes, optimizer=instantiate(cfg.optim),
-                       scheduler=instantiate(cfg.scheduler), encoder=make_encoder(cfg.encoder), T=T,
+    if cfg.get("bn_warm_start", True):
+        warm_start_running_stats(model)
+    module = SNNModule(model, method, datamodule.num_classes, optimizer=checked_instantiate(cfg.optim, "optim"),
+                       scheduler=checked_instantiate(cfg.scheduler, "scheduler"), encoder=make_encoder(cfg.encoder), T=T,
                        input_shape=datamodule.input_shape)
     return datamodule, module
 
@@ -84,43 +97,49 @@ def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
                 "or choose another hydra.run.dir so nothing is overwritten"
             )
         return None
+    from snnexp.checkpoints import check_resume  # a damaged file is refused in one line before Lightning loads it
+
     if cfg.resume == "auto":
-        return str(last) if last.exists() else None
+        return check_resume(last, "resume=auto") if last.exists() else None
     path = Path(cfg.resume)
     if path.is_dir():
         path = path / "checkpoints" / "last.ckpt"
     if not path.exists():
         raise SnnexpError(f"resume={cfg.resume}: no checkpoint at {path}")
-    return str(path)
+    return check_resume(path, f"resume={cfg.resume}")
 
 
-def _keep_previous_metrics(out_dir: Path) -> None:
-    """Lightning's CSVLogger deletes an existing metrics.csv; on resume, move it aside as metrics.partN.csv."""
-    metrics = out_dir / "metrics.csv"
-    if metrics.exists():
-        n = 1
-        while (out_dir / f"metrics.part{n}.csv").exists():
-            n += 1
-        metrics.rename(out_dir / f"metrics.part{n}.csv")
+def _keep_previous_metrics(out_dir: Path, ckpt_path: str) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; on resume, hold its rows logged before the checkpoint
+    in metrics.earlier.csv, merged back into metrics.csv when the run ends (snnexp/csv_history.py)."""
+    mmap = zipfile.is_zipfile(ckpt_path)  # the tensors only mapped, not read (a legacy file cannot be mapped)
+    step = torch.load(ckpt_path, map_location="cpu", mmap=mmap, weights_only=True).get("global_step", 0)
+    hold_earlier_rows(out_dir, before_step=int(step))
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Seed, build, fit, test, write ``summary.json``; returns ``cfg.optimized_metric`` for sweepers."""
+    """Check, seed, build, fit, test, write ``summary.json``; returns ``cfg.optimized_metric`` for sweepers."""
     start = time.time()
-    _refuse_ddp_in_multirun(cfg)
+    silence_noise()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True)
-
-    datamodule, module = build(cfg)
-    datamodule.prepare_data()  # a missing dataset stops here, before any training
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    ckpt_dirs = [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
-    ckpt_path = _resume_path(cfg, ckpt_dirs[0] if ckpt_dirs else out_dir / "checkpoints")
-    if ckpt_path is not None:
-        _keep_previous_metrics(out_dir)
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        _refuse_ddp_in_multirun(cfg)
+        check_values(cfg)  # before the seed is set and anything is built: a bad value stops here, in one line
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule, module = build(cfg)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        mark_segment_start(callbacks, start)
+        ckpt_dirs = [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+        ckpt_path = _resume_path(cfg, ckpt_dirs[0] if ckpt_dirs else out_dir / "checkpoints")
+        datamodule.prepare_data()  # a missing dataset stops here, before any training
+        if ckpt_path is not None and rank_zero_only.rank == 0:  # DDP: one process moves metrics.csv aside
+            _keep_previous_metrics(out_dir, ckpt_path)
+        loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    except BaseException as err:
+        _record_early_failure(out_dir / "summary.json", cfg, err, start)
+        raise
     for lg in loggers:
         lg.log_hyperparams(_hparams(cfg))
 
@@ -135,17 +154,43 @@ def run(cfg: DictConfig) -> float | None:
         summary.update(status="completed", final_val=val, test=tested[0] if tested else {},
                        test_by_T=by_T, tested_checkpoint=test_ckpt)
     except BaseException as err:  # any failure, ours or not, and Ctrl-C: the summary must not say "running"
-        summary.update(status="failed", error=str(err) if isinstance(err, SnnexpError) else f"{type(err).__name__}: {err}")
+        if (preempted := as_preempted(err)) is not None:  # SIGTERM/SIGUSR1: exit 75, resume=auto continues
+            summary.update(status="preempted", error=str(preempted))
+            raise preempted from None
+        summary.update(status="failed", error=_error_text(err))
         raise
     finally:
         summary.update(_describe(cfg, trainer, module, start))
-        _write_summary(out_dir / "summary.json", summary)
+        if trainer.is_global_zero:  # DDP: every process holds the same (synced) summary; rank 0 writes it
+            _write_summary(out_dir / "summary.json", summary)
         finish_loggers(loggers)
-    log.info("summary written to %s", out_dir / "summary.json")
-    print_results(summary, out_dir)
+        if trainer.is_global_zero:
+            merge_earlier_rows(out_dir)
+    if trainer.is_global_zero:
+        log.info("summary written to %s", out_dir / "summary.json")
+        print_results(summary, out_dir)
     if summary["best"]:
         return summary["best"]["score"]
     return summary["final_val"].get(cfg.optimized_metric)
+
+
+def _record_early_failure(path: Path, cfg: DictConfig, err: BaseException, start: float) -> None:
+    """A run that fails before training starts still leaves a summary saying why, unless the directory already
+    holds an earlier run's summary (a refused resume or a reused run directory must not overwrite it)."""
+    earlier_run = cfg.resume is None and any((path.parent / "checkpoints").glob("*.ckpt"))
+    if path.exists() or earlier_run or rank_zero_only.rank != 0:
+        return
+    _write_summary(path, {
+        "status": "failed",
+        "error": _error_text(err),
+        "wall_time_s": round(time.time() - start, 2),
+        "config": {g: _choice(cfg, g) for g in ("data", "model", "neuron", "method", "optim", "scheduler")},
+    })
+
+
+def _error_text(err: BaseException) -> str:
+    """A failure as summary.json records it: snnexp's own message as it is, anything else with its type."""
+    return str(err) if isinstance(err, SnnexpError) else f"{type(err).__name__}: {err}"
 
 
 def _test_at(T: int, cfg: DictConfig, trainer: L.Trainer, module: SNNModule, datamodule) -> dict:
@@ -213,7 +258,7 @@ def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: flo
         "firing_rates": rates,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "wall_time_s": round(time.time() - start, 2),
+        "wall_time_s": round(time.time() - start + elapsed_before(trainer), 2),  # all segments of a resumed run
         "num_parameters": sum(p.numel() for p in module.model.parameters()),  # the SNN: a method's extras excluded
         "meta": OmegaConf.to_container(cfg.meta) if OmegaConf.is_config(cfg.get("meta")) else cfg.get("meta"),
         "config": {

@@ -11,6 +11,7 @@ import torch
 from helpers.runs import SHORT, compose_config, run_cli
 from snnexp.errors import NonFiniteLossError, SnnexpError
 from snnexp.methods.sdt import SDT
+from snnexp.lit import SNNModule
 from snnexp.train import build, run
 
 
@@ -67,9 +68,10 @@ def test_resume_auto_continues_and_nothing_is_overwritten(tmp_path):
     # 3 batches per epoch: the first attempt made 3 optimiser steps, the continuation 3 more
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
     assert summary["global_step"] == 6
-    # the first attempt's metrics are kept beside the continuation's
-    assert len([r for r in _read_csv(run_dir / "metrics.part1.csv") if r.get("val/acc")]) == 1
-    assert len([r for r in _read_csv(run_dir / "metrics.csv") if r.get("val/acc")]) == 1
+    # metrics.csv holds the whole history: the first attempt's epoch, then the continuation's (tests/test_resume.py)
+    rows = _read_csv(run_dir / "metrics.csv")
+    assert [r["epoch"] for r in rows if r.get("val/acc")] == ["0", "1"]
+    assert not list(run_dir.glob("metrics.*.csv"))
 
 
 class NaNAfterFirstEpoch(SDT):
@@ -142,9 +144,26 @@ def test_eval_timesteps_rebins_event_data(tmp_path):
     assert sorted(by_T) == ["2", "8"] and all("acc" in v for v in by_T.values())
 
 
-def test_a_run_that_fails_with_any_exception_records_it_in_the_summary(tmp_path):
-    cfg = compose_config(["data.batch_size=0", "trainer.max_epochs=1"], tmp_path / "run")
-    with pytest.raises(ValueError, match="batch_size"):
+def test_a_run_that_fails_with_any_exception_records_it_in_the_summary(tmp_path, monkeypatch):
+    def broken_step(self, batch, batch_idx):
+        raise RuntimeError("a bug in a training step")
+
+    monkeypatch.setattr(SNNModule, "training_step", broken_step)
+    cfg = compose_config(["trainer.max_epochs=1"], tmp_path / "run")
+    with pytest.raises(RuntimeError, match="a bug in a training step"):
         run(cfg)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "failed" and summary["error"].startswith("ValueError: batch_size")
+    assert summary["status"] == "failed" and summary["error"] == "RuntimeError: a bug in a training step"
+
+
+def test_a_run_that_fails_before_training_records_it_and_leaves_an_earlier_summary_alone(tmp_path):
+    cfg = compose_config(["data=cifar10", f"data.root={tmp_path / 'nowhere'}"], tmp_path / "run")
+    with pytest.raises(SnnexpError, match="CIFAR-?10 not found under"):
+        run(cfg)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "not found under" in summary["error"]
+    assert summary["config"]["data"] == "cifar10"
+    (tmp_path / "run" / "summary.json").write_text('{"status": "completed"}')  # an earlier run's
+    with pytest.raises(SnnexpError):
+        run(cfg)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == {"status": "completed"}

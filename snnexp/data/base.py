@@ -6,6 +6,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from snnexp.data.order import resumable_loader
+
 
 def time_major_collate(batch):
     """Stack samples ``(x [T, ...], y)`` into ``(x [T, B, ...], y [B])``: snnexp is time-major everywhere."""
@@ -62,7 +64,14 @@ class SNNDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, collate_fn=self.train_collate)
+        """Shuffled by (seed, epoch) and resumable mid-epoch (:mod:`snnexp.data.order`); the seed is the run's
+        (``torch.initial_seed()``, which ``seed_everything`` sets); under DDP, this process's share."""
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return resumable_loader(self.train_set, seed=torch.initial_seed(), batch_size=self.batch_size,
+                                num_replicas=replicas, rank=rank, num_workers=self.num_workers,
+                                pin_memory=self.pin_memory, collate_fn=self.train_collate or self.collate_fn,
+                                persistent_workers=self.num_workers > 0, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

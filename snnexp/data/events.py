@@ -10,9 +10,13 @@ and later epochs read frames only.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from snnexp.errors import CorruptFileError
+from snnexp.errors import CorruptFileError, SnnexpError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device; disk quota exceeded
+
+
+class CacheWriteError(SnnexpError):
+    """The frame cache cannot be written (disk full, no permission): the message names the folder and the ways out."""
 
 
 def events_to_frames(events: np.ndarray, sensor_size: Sequence[int], T: int, split_by: str = "number") -> np.ndarray:
@@ -133,25 +143,43 @@ def fingerprint(items: Iterable[str]) -> str:
 class FrameCache:
     """One ``.npy`` file of frames per sample under ``folder``: ``<folder>/<index>.npy``.
 
-    Writes are atomic (a temporary file in the same folder, then ``os.replace``), so a killed run never
-    leaves half a file that a later run would read."""
+    An entry is complete when it exists under its final name: each is written to a temporary file of its own in
+    the same folder and then renamed (``os.replace``, atomic), so a killed run, a full disk or two runs filling
+    the same cache at once never leave half a file under that name. Two such runs may convert the same sample;
+    both write the same frames and the last rename wins. ``load`` still refuses an entry that does not parse or
+    has another ``shape`` (a file damaged after the fact): the sample is converted again."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, shape: tuple[int, ...] | None = None):
         self.folder = Path(folder)
+        self.shape = tuple(shape) if shape is not None else None
 
     def path(self, index: int) -> Path:
         return self.folder / f"{index:06d}.npy"
 
     def load(self, index: int) -> np.ndarray | None:
+        """The cached frames of ``index``, or ``None`` when absent or not a valid entry (then it is converted again)."""
         path = self.path(index)
         if not path.is_file():
             return None
         try:
-            return np.load(path)
-        except (OSError, ValueError):  # unreadable cache entry: convert the sample again
+            frames = np.load(path)
+        except (OSError, ValueError, EOFError):  # unreadable entry (an empty file raises EOFError)
             return None
+        if frames.dtype != np.float32 or (self.shape is not None and frames.shape != self.shape):
+            return None
+        return frames
+
+    def remove_stale(self, older_than_s: float = 3600.0) -> None:
+        """Delete temporary files that a killed run left behind (never read, only taking space); a write in
+        progress in another run is seconds old, so only files older than ``older_than_s`` go."""
+        now = time.time()
+        for tmp in self.folder.glob(".*.tmp"):
+            with contextlib.suppress(OSError):  # another run may remove it first
+                if now - tmp.stat().st_mtime > older_than_s:
+                    tmp.unlink()
 
     def save(self, index: int, frames: np.ndarray) -> None:
+        """Write the entry of ``index`` atomically; on any failure the temporary file is removed and nothing is left."""
         self.folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{index:06d}.", suffix=".tmp")
         try:
@@ -188,7 +216,8 @@ class EventFrameDataset(Dataset):
         self.samples = list(samples)
         self.spec = spec
         self.reader = reader
-        self.cache = FrameCache(cache) if isinstance(cache, (str, os.PathLike)) else cache
+        shape = (spec.T, *spec.frame_shape)
+        self.cache = FrameCache(cache, shape) if isinstance(cache, (str, os.PathLike)) else cache
         self.transform = transform
 
     def __len__(self) -> int:
@@ -218,8 +247,29 @@ class EventFrameDataset(Dataset):
                 return cached
         frames = self.spec(self.events(index))
         if self.cache is not None:
-            self.cache.save(index, frames)
+            try:
+                self.cache.save(index, frames)
+            except OSError as err:
+                raise self._write_error(err, frames.nbytes) from err
         return frames
+
+    def _write_error(self, err: OSError, entry_bytes: int) -> CacheWriteError:
+        """One line for a failed cache write: which folder, why, how much room the rest needs, the ways out."""
+        folder = self.cache.folder
+        ways_out = ("set data.cache_dir= to another folder (writable, with room), or data.cache=false to convert "
+                    "events on every read")
+        if err.errno not in DISK_FULL:
+            return CacheWriteError(f"cannot write the event-frame cache in {folder}: {err.strerror or err}; {ways_out}")
+        todo = len(self.missing())
+        try:
+            free = f"{_size(shutil.disk_usage(folder).free)} free there"
+        except OSError:
+            free = "free space unknown"
+        return CacheWriteError(
+            f"no space left to cache event frames in {folder} ({err.strerror}): the {todo} samples of this split not "
+            f"cached yet need about {_size(todo * entry_bytes)} ({_size(entry_bytes)} each, {free}); free space there, "
+            f"or {ways_out}"
+        )
 
     def __getitem__(self, index: int):
         x = torch.from_numpy(self.frames(index))
@@ -235,6 +285,8 @@ class EventFrameDataset(Dataset):
 
     def precompute(self, num_workers: int = 0, description: str = "frames") -> None:
         """Convert every uncached sample once, with a progress bar, using ``num_workers`` processes."""
+        if self.cache is not None:
+            self.cache.remove_stale()
         todo = self.missing()
         if not todo:
             return
@@ -242,13 +294,14 @@ class EventFrameDataset(Dataset):
 
         loader = DataLoader(_Convert(self, todo), batch_size=None, num_workers=num_workers)
         for error in track(loader, total=len(todo), description=f"caching {description} ({len(todo)} samples)"):
-            if error:
-                raise CorruptFileError(error)
+            if error is not None:
+                raise error
 
 
 class _Convert(Dataset):
-    """Runs ``EventFrameDataset.frames`` for the listed indices (the cache is the output). Returns ``""`` or
-    the ``CorruptFileError`` message, so the error reaches the user as one line even from a worker process."""
+    """Runs ``EventFrameDataset.frames`` for the listed indices (the cache is the output). Returns ``None`` or
+    the ``SnnexpError`` itself (a corrupt file, a full disk), so it reaches the user as one line even from a
+    worker process (DataLoader would wrap a raised one in the worker's traceback)."""
 
     def __init__(self, dataset: EventFrameDataset, indices: list[int]):
         self.dataset, self.indices = dataset, indices
@@ -256,12 +309,22 @@ class _Convert(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> str:
+    def __getitem__(self, i: int) -> SnnexpError | None:
         try:
             self.dataset.frames(self.indices[i])
-        except CorruptFileError as err:
-            return str(err)
-        return ""
+        except SnnexpError as err:
+            return err
+        return None
+
+
+def _size(nbytes: int) -> str:
+    """``nbytes`` for a message: ``"812 KiB"``, ``"3.1 GiB"``."""
+    value, unit = float(nbytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:.0f} {unit}" if unit in ("B", "KiB") else f"{value:.1f} {unit}"
 
 
 def read_npz_events(path: Path) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The CPU fused path: ``cuda/neuron_cpu.cpp`` (the loops of ``cuda/neuron_host.cuh`` over the kernels' per-step
+"""The CPU fused path: ``cuda/neuron_cpu*.cpp`` (the loops of ``cuda/neuron_host.cuh`` over the kernels' per-step
 math) built as a PyTorch C++ extension, for LIF / IF / PLIF, the ternary and the multi-level neurons.
 
 One pass over ``[T, N]`` per direction, parallel over neurons (``at::parallel_for``, so ``torch.set_num_threads``
@@ -10,9 +10,10 @@ page-faults on every 4 KiB page and that costs more than the neuron itself. It c
 function: spikes bit-identical, gradients equal up to float rounding (tests).
 
 The build is cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``) under a name that hashes the
-sources, flags, torch, Python and include paths (:func:`build_name`), and loaded once per process; a first build
-says so on stderr. Without a working C++ compiler :func:`available` is False, one warning says why, and
-the neurons use the eager torch reference.
+sources, flags, compiler, torch, Python and include paths (:func:`build_name`), and loaded once per process; a
+first build says so on stderr, and processes that start together build once (:func:`load_cached`). Without a
+working C++ compiler :func:`available` is False, one warning says why, and the neurons use the eager torch
+reference.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import functools
 import os
 import platform
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -31,7 +33,7 @@ from snnexp.kernels.variants import KINDS, SURROGATE_KINDS, has_kernel, surrogat
 # IEEE float semantics are kept (no -ffast-math, no FMA contraction: spikes equal the reference bit for bit);
 # -fno-trapping-math only lets GCC if-convert the Heaviside so that the loops over neurons vectorize.
 # -fno-math-errno likewise lets the surrogate's expf vectorize (glibc's libmvec on x86-64 Linux).
-# -fopenmp: at::parallel_for is a header template that runs its OpenMP region in this translation unit.
+# -fopenmp: at::parallel_for is a header template that runs its OpenMP region in the caller's translation unit.
 _LIBMVEC = platform.system() == "Linux" and platform.machine() == "x86_64" and platform.libc_ver()[0] == "glibc"
 # -march=native: the extension is built on the machine that runs it, at first use.
 CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp") + (
@@ -40,54 +42,104 @@ CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-f
 LDFLAGS = ("-fopenmp",) + (("-lmvec",) if _LIBMVEC else ())
 
 
-def build_name(cuda_dir) -> str:
-    """The extension's name, which is also its build directory under torch's extension root: it hashes everything
-    that makes one build differ from another (the sources, the flags, torch's version and C++ ABI, the Python, and
-    the include paths, which differ between virtual environments), so two environments or checkouts never share,
-    and so never rebuild, each other's build."""
+# The extension's translation units, which ninja compiles in parallel (see neuron_cpu.cuh), and the headers they
+# include; all in ``cuda/``.
+CPU_SOURCES = (sources.CPU_SOURCE, "neuron_cpu_if.cpp", "neuron_cpu_lif.cpp", "neuron_cpu_plif.cpp",
+               "neuron_cpu_levels.cpp")
+CPU_HEADERS = (sources.MATH_HEADER, sources.HOST_HEADER, "neuron_cpu.cuh")
+
+
+def build_name(prefix: str, files, *, include_paths=(), cflags=(), ldflags=()) -> str:
+    """``prefix`` and a hash of everything that makes one build differ from another, and so goes into its
+    build.ninja: the files' paths and contents (sources and the headers they include), the include paths, flags,
+    compiler, torch (version, C++ ABI, headers, libraries) and Python. It is also the build's directory under
+    torch's extension root, so environments and checkouts that build differently never share (and so never rebuild)
+    one directory, and those that build identically share one build."""
     import hashlib
     import sys
+    import sysconfig
 
-    from torch.utils import cpp_extension
+    cpp_extension = _cpp_extension()
 
-    parts = [sources.digest(sources.MATH_HEADER, sources.HOST_HEADER, sources.CPU_SOURCE), *CFLAGS, *LDFLAGS,
-             torch.__version__, str(torch._C._GLIBCXX_USE_CXX11_ABI), sys.version, str(cuda_dir),
-             *cpp_extension.include_paths()]
-    return "snnexp_neurons_cpu_" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    sha = hashlib.sha256()
+    for group in (
+        [f"{path}\0{Path(path).read_text(encoding='utf-8')}" for path in map(str, files)],
+        list(map(str, include_paths)), list(cflags), list(ldflags),
+        [os.environ.get("CXX", "c++"), torch.__version__, str(torch._C._GLIBCXX_USE_CXX11_ABI), sys.version,
+         str(sysconfig.get_path("include")), *cpp_extension.include_paths(), *cpp_extension.library_paths()],
+    ):
+        sha.update("\0".join(group).encode() + b"\1")
+    return f"{prefix}_{sha.hexdigest()[:16]}"
 
 
-def _built(name: str) -> bool:
-    """Whether a finished build of ``name`` is already in torch's extension directory."""
-    from torch.utils import cpp_extension
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported without its import-time warning "No CUDA runtime is found, using
+    CUDA_HOME=..." on machines without a GPU: the CPU build needs no CUDA, so the warning is noise here."""
+    import logging
+
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        quiet.setLevel(level)
+    return cpp_extension
+
+
+def _build_directory(name: str) -> Path | None:
+    """torch's build directory for ``name`` (created if missing), or None if torch's private helper changed."""
+    cpp_extension = _cpp_extension()
 
     try:
-        directory = cpp_extension._get_build_directory(name, verbose=False)
-    except Exception:  # a private helper of torch: if it changes, just announce the build
-        return False
-    return any(f.startswith(name) and f.endswith((".so", ".pyd")) for f in os.listdir(directory))
+        return Path(cpp_extension._get_build_directory(name, verbose=False))
+    except Exception:
+        return None
+
+
+def _built(directory: Path, name: str) -> bool:
+    """Whether ``directory`` already holds a finished build (the linked library) of ``name``."""
+    return any(f.suffix in (".so", ".pyd") for f in directory.glob(f"{name}*"))
+
+
+def load_cached(prefix: str, files, *, headers=(), include_paths=(), cflags=(), ldflags=(), what: str = "",
+                usually: str = ""):
+    """Build (or load from torch's extension cache) and import the extension of C++ ``files`` (which include
+    ``headers``), named by :func:`build_name`; raises if it cannot be built. A build says on stderr what it builds
+    (``what``, which ``usually`` takes how long), once: processes that find no build take a lock in the build
+    directory, so that the first builds and announces it while the others wait, then load its build."""
+    import sys
+
+    from filelock import FileLock
+    cpp_extension = _cpp_extension()
+
+    files, headers = [str(f) for f in files], [str(h) for h in headers]
+    name = build_name(prefix, [*files, *headers], include_paths=include_paths, cflags=cflags, ldflags=ldflags)
+    directory = _build_directory(name)
+
+    def load():
+        return cpp_extension.load(name=name, sources=files, extra_include_paths=[str(p) for p in include_paths],
+                                  extra_cflags=list(cflags), extra_ldflags=list(ldflags),
+                                  verbose=bool(os.environ.get("SNNEXP_VERBOSE_BUILD")))
+
+    if directory is None or _built(directory, name):  # None: torch's private helper changed; torch still locks
+        return load()
+    with FileLock(str(directory / "snnexp_build.lock")):
+        if not _built(directory, name):
+            print(f"snnexp: building {what or name} for this environment, once{f' ({usually})' if usually else ''}; "
+                  f"later runs load the build from torch's extension cache ({directory})", file=sys.stderr,
+                  flush=True)
+        return load()
 
 
 @functools.cache
 def extension():
-    """Build (or load from the cache) and import the extension; raises if it cannot be built. Processes that
-    start together build once: torch's lock in the build directory makes the others wait for the first."""
-    import sys
-
-    from torch.utils import cpp_extension
-
+    """Build (or load from the cache) and import the fused CPU extension; raises if it cannot be built."""
     with sources.source_dir() as cuda_dir:
-        name = build_name(cuda_dir)
-        if not _built(name):
-            print("snnexp: building the fused CPU neuron kernels for this environment, once (about a minute on 2 "
-                  "cores); later runs load them from torch's extension cache", file=sys.stderr, flush=True)
-        module = cpp_extension.load(
-            name=name,
-            sources=[str(cuda_dir / sources.CPU_SOURCE)],
-            extra_include_paths=[str(cuda_dir)],
-            extra_cflags=list(CFLAGS),
-            extra_ldflags=list(LDFLAGS),
-            verbose=bool(os.environ.get("SNNEXP_VERBOSE_BUILD")),
-        )
+        module = load_cached(
+            "snnexp_neurons_cpu", [cuda_dir / f for f in CPU_SOURCES], headers=[cuda_dir / h for h in CPU_HEADERS],
+            include_paths=[cuda_dir], cflags=CFLAGS, ldflags=LDFLAGS, what="the fused CPU neuron kernels",
+            usually="about half a minute on 2 idle cores")
     module.pool_set_cap(int(float(os.environ.get("SNNEXP_CPU_CACHE_MB", "1024")) * 2**20))
     return module
 

@@ -105,3 +105,31 @@ def make_norm_layer(norm: str, neuron: Callable[..., nn.Module]) -> NormLayer:
     if norm == "bn":
         return batch_norm
     return functools.partial(tdbn, v_threshold=neuron_threshold(neuron))
+
+
+def warm_start_running_stats(model: nn.Module) -> int:
+    """Make every BatchNorm's running statistics a plain average of the batches seen while there are fewer than
+    1/momentum of them, and the usual exponential average after; returns how many BatchNorms were changed.
+
+    PyTorch starts the running mean and variance at 0 and 1 and moves them by ``momentum`` (0.1) per batch, so
+    after n batches the (0, 1) start still weighs 0.9^n: 0.35 after 10 batches, 0.03 after 32. Where a layer's
+    real variance is far from 1 (a conv over sparse event frames: ~0.05), eval mode then normalises with a
+    variance several times too large, the neurons fall silent and validation sits at chance for the first
+    epochs. Here batch n (from 1) is weighted by ``max(momentum, 1/n)``: the first batch replaces the start
+    values, and from batch 1/momentum on the update is PyTorch's own, so long runs are unchanged. A momentum of
+    ``None`` (a cumulative average, e.g. MTT's recalibration) is left alone.
+    """
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats \
+                and module.momentum is not None:
+            module.warm_start_momentum = module.momentum
+            module.register_forward_pre_hook(_warm_start_momentum)
+            changed += 1
+    return changed
+
+
+def _warm_start_momentum(module: nn.modules.batchnorm._BatchNorm, inputs) -> None:
+    """Before a training forward: the weight of this batch in the running statistics, max(momentum, 1/n)."""
+    if module.training and module.momentum is not None:
+        module.momentum = max(module.warm_start_momentum, 1.0 / (int(module.num_batches_tracked) + 1))

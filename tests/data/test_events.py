@@ -154,3 +154,149 @@ def test_a_reader_failure_becomes_corrupt_file_error_naming_the_file(tmp_path):
     ds = EventFrameDataset([(bad, 0)], FrameSpec((4, 4, 2), T=2), reader=read_npz_events)
     with pytest.raises(CorruptFileError, match="broken.npz"):
         ds[0]
+
+
+# ---- the cache under concurrent runs, a full disk and damaged entries ------------------------------------------
+
+def _fill(src, cache, barrier, results):
+    """One run filling the cache: waits for the other at ``barrier``, then converts what is missing, slowly (20 ms a
+    sample) so that the two runs overlap for the whole fill; reports the samples it converted itself."""
+    import time
+
+    from snnexp.data.events import read_npz_events
+
+    converted = []
+
+    def slow_reader(path):
+        converted.append(path.stem)
+        time.sleep(0.02)
+        return read_npz_events(path)
+
+    samples = [(p, 0) for p in sorted(src.glob("*.npz"))]
+    ds = EventFrameDataset(samples, FrameSpec((32, 32, 2), T=4, size=16, norm="max"), reader=slow_reader, cache=cache)
+    barrier.wait(timeout=60)
+    ds.precompute()
+    results.put(converted)
+
+
+def _watch(cache, done, results):
+    """A third process that reads every entry under its final name while the two runs write: each must be whole."""
+    torn, reads = [], 0
+    while not done.is_set():
+        for path in sorted(cache.glob("*.npy")):
+            try:
+                whole = np.load(path).shape == (4, 2, 16, 16)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, EOFError):
+                whole = False
+            reads += 1
+            if not whole:
+                torn.append(path.name)
+    results.put((torn, reads))
+
+
+def test_two_processes_filling_one_cache_at_once_leave_the_entries_one_process_writes(tmp_path):
+    import multiprocessing
+
+    from helpers.formats import make_events, write_npz
+    from snnexp.data.events import read_npz_events
+
+    n = 30
+    for i in range(n):
+        write_npz(tmp_path / "src" / f"{i:03d}.npz", make_events(400, 32, 32, seed=i))
+    cache = tmp_path / "cache"
+    ctx = multiprocessing.get_context("fork")  # real processes, started without importing torch again
+    barrier, results, watched, done = ctx.Barrier(2), ctx.Queue(), ctx.Queue(), ctx.Event()
+    watcher = ctx.Process(target=_watch, args=(cache, done, watched))
+    fillers = [ctx.Process(target=_fill, args=(tmp_path / "src", cache, barrier, results)) for _ in range(2)]
+    for p in (watcher, *fillers):
+        p.start()
+    converted = [results.get(timeout=120) for _ in fillers]
+    done.set()
+    torn, reads = watched.get(timeout=60)
+    for p in (watcher, *fillers):
+        p.join(timeout=60)
+    assert [p.exitcode for p in (watcher, *fillers)] == [0, 0, 0]
+    assert len(converted[0]) + len(converted[1]) > n  # some samples were converted and written by both at once
+    assert reads > n and torn == []  # read while being written, an entry was never half there
+
+    spec = FrameSpec((32, 32, 2), T=4, size=16, norm="max")
+    assert sorted(p.name for p in cache.iterdir()) == [f"{i:06d}.npy" for i in range(n)]  # no temporary file left
+    for i in range(n):
+        expected = spec(read_npz_events(tmp_path / "src" / f"{i:03d}.npz"))
+        np.testing.assert_array_equal(np.load(cache / f"{i:06d}.npy"), expected)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_full_disk_while_caching_is_one_clear_error_and_leaves_no_entry(num_workers, cifar10dvs_root, tmp_path,
+                                                                          monkeypatch):
+    import errno
+
+    from snnexp.data.cifar10dvs import CIFAR10DVSDataModule
+    from snnexp.data.events import CacheWriteError
+
+    def make():
+        return CIFAR10DVSDataModule(root=str(cifar10dvs_root), T=2, size=16, cache_dir=str(tmp_path / "frames"),
+                                    num_workers=num_workers)
+
+    real_save, writes = np.save, []
+
+    def disk_fills_on_the_fourth_write(f, arr):
+        writes.append(1)
+        if len(writes) >= 4:
+            f.write(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'sha")  # half a header...
+            f.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")  # ... then the disk is full
+        real_save(f, arr)
+
+    monkeypatch.setattr(np, "save", disk_fills_on_the_fourth_write)
+    with pytest.raises(CacheWriteError) as info:
+        make().prepare_data()
+    message = str(info.value)
+    folder = next((tmp_path / "frames" / "cifar10dvs").iterdir())
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(f"no space left to cache event frames in {folder} (No space left on device): the ")
+    assert "samples of this split not cached yet need about " in message and " KiB each, " in message
+    assert " free there); free space there, or set data.cache_dir=" in message and "data.cache=false" in message
+    assert sorted(p.name for p in folder.iterdir()) == ["000000.npy", "000001.npy", "000002.npy"]  # no half entry
+
+    monkeypatch.setattr(np, "save", real_save)  # space freed: the next run fills the rest
+    dm = make()
+    dm.prepare_data()
+    dm.setup()
+    fresh = CIFAR10DVSDataModule(root=str(cifar10dvs_root), T=2, size=16, cache=False)
+    fresh.setup()
+    for i in (0, 3, len(fresh.train_set) - 1):  # frames(), not [i]: the training set's augmentation is random
+        np.testing.assert_array_equal(dm.train_set.frames(i), fresh.train_set.frames(i))
+
+
+def test_a_damaged_cache_entry_is_never_read_as_valid(tmp_path):
+    spec = FrameSpec((8, 8, 2), T=3)
+    samples = [(lambda i=i: random_events(200, 8, 8, seed=i), 0) for i in range(4)]
+    ds = EventFrameDataset(samples, spec, cache=tmp_path / "c")
+    ds.precompute()
+    good = [ds.frames(i) for i in range(4)]
+    whole = ds.cache.path(1).read_bytes()
+    ds.cache.path(0).write_bytes(b"")  # an empty file
+    ds.cache.path(1).write_bytes(whole[: len(whole) // 2])  # cut mid-data
+    np.save(ds.cache.path(2), np.zeros((3, 2, 4, 4), np.float32))  # a valid .npy of another shape
+    np.save(ds.cache.path(3), good[3].astype(np.float64))  # another dtype
+    for i in range(4):
+        assert ds.cache.load(i) is None
+        np.testing.assert_array_equal(ds.frames(i), good[i])  # converted again ...
+        np.testing.assert_array_equal(ds.cache.load(i), good[i])  # ... and the entry repaired
+
+
+def test_a_killed_runs_temporary_files_are_removed_once_stale(tmp_path):
+    import os
+    import time
+
+    cache = FrameCache(tmp_path / "c")
+    cache.save(0, np.zeros((1, 1, 2, 2), np.float32))
+    old, fresh = tmp_path / "c" / ".000001.abc.tmp", tmp_path / "c" / ".000002.def.tmp"
+    old.write_bytes(b"\x93NUMPY half")
+    fresh.write_bytes(b"\x93NUMPY being written")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    cache.remove_stale()
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [fresh.name, "000000.npy"]

@@ -78,3 +78,43 @@ def test_every_model_takes_tdbn(name):
     assert not plain and tds
     assert any(m.alpha < 1 for m in tds) == (name not in ("convnet", "vggsnn", "vggsnn_pool"))
     assert model(torch.rand(1, 2, 3, 16, 16)).logits.shape == (1, 2, 10)
+
+
+def test_warm_start_averages_the_first_batches_then_follows_pytorch_momentum():
+    from snnexp.models.norm import warm_start_running_stats
+
+    torch.manual_seed(0)
+    batches = [0.2 * torch.randn(8, 3, 4, 4) + 1 for _ in range(14)]
+    warm, plain = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+    assert warm_start_running_stats(nn.Sequential(warm)) == 1
+    means = torch.stack([b.mean(dim=(0, 2, 3)) for b in batches])
+    variances = torch.stack([b.var(dim=(0, 2, 3)) for b in batches])  # unbiased, as BatchNorm's running_var
+    for n, batch in enumerate(batches, start=1):
+        warm(batch)
+        plain(batch)
+        k = min(n, 10)  # the first 10 = 1/momentum batches: their plain average ...
+        mean, var = means[:k].mean(0), variances[:k].mean(0)
+        for later in range(10, n):  # ... then torch's exponential average with momentum 0.1
+            mean, var = 0.9 * mean + 0.1 * means[later], 0.9 * var + 0.1 * variances[later]
+        torch.testing.assert_close(warm.running_mean, mean)
+        torch.testing.assert_close(warm.running_var, var)
+    # PyTorch's own start at (0, 1) still weighs 0.9^14 = 23% in the plain layer's variance after 14 batches
+    assert (plain.running_var - var).abs().min() > 0.2 * (1 - var).abs().min()
+
+
+def test_warm_start_leaves_a_cumulative_average_alone_and_eval_mode_untouched():
+    from snnexp.models.norm import warm_start_running_stats
+
+    bn = nn.BatchNorm1d(2, momentum=None)
+    assert warm_start_running_stats(bn) == 0
+    bn = nn.BatchNorm1d(2)
+    warm_start_running_stats(bn)
+    bn.eval()
+    bn(torch.randn(5, 2))
+    assert int(bn.num_batches_tracked) == 0 and bn.momentum == 0.1
+    bn.train()
+    bn.momentum = None  # MTT's recalibration switches to a cumulative average for a while
+    x = torch.randn(5, 2)
+    bn(x)
+    assert bn.momentum is None
+    torch.testing.assert_close(bn.running_mean, x.mean(0))

@@ -20,7 +20,7 @@ def basic_block(cin, cout):
 
 
 def test_resnet19_matches_tet_layer_list():
-    # papers.md (TET): stem conv3x3 3->64-BN; 3 blocks at 128, 3 at 256, 2 at 512; head fc 512->256 -> fc -> 10.
+    # TET (official code): stem conv3x3 3->64-BN; 3 blocks at 128, 3 at 256, 2 at 512; head fc 512->256 -> fc -> 10.
     expected = conv(3, 64, 3) + bn(64)
     expected += basic_block(64, 128) + 2 * basic_block(128, 128)
     expected += basic_block(128, 256) + 2 * basic_block(256, 256)

@@ -5,7 +5,7 @@ from snnexp.models import create_model
 
 
 def test_vggsnn_matches_tet_layer_list():
-    # papers.md (TET): Conv3x3(bias)-BN layers 2->64->128->256->256->512->512->512->512; Linear(512*3*3 -> 10).
+    # TET (official code): Conv3x3(bias)-BN layers 2->64->128->256->256->512->512->512->512; Linear(512*3*3 -> 10).
     channels = [2, 64, 128, 256, 256, 512, 512, 512, 512]
     expected = sum(conv(a, b, 3, bias=True) + bn(b) for a, b in zip(channels, channels[1:]))
     expected += linear(512 * 3 * 3, 10)
