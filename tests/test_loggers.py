@@ -23,7 +23,8 @@ def test_multirun_with_wandb_gives_one_run_dir_summary_and_offline_wandb_run_per
         record = next(runs[0].glob("*.wandb")).read_bytes()  # wandb's protobuf log holds group and tags verbatim
         method = summary["config"]["method"]
         assert f"{method}-convnet-digits-s{summary['config']['seed']}".encode() in record
-        for tag in (b"model=convnet", b"data=digits", b"neuron=lif", b"T=4"):
+        neuron = {"sdt": b"neuron=lif", "tet": b"neuron=tet_lif"}[method]  # method=tet brings TET's neuron
+        for tag in (b"model=convnet", b"data=digits", neuron, b"T=4"):
             assert tag in record
     assert seen == {("sdt", 0), ("sdt", 1), ("tet", 0), ("tet", 1)}
 

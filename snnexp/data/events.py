@@ -185,10 +185,20 @@ class FrameCache:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, frames)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private (0600); a shared cache stays readable
             os.replace(tmp, self.path(index))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def cache_folder(cache_root: str | os.PathLike, dataset: str, split: str, spec: FrameSpec, samples_id: str) -> Path:

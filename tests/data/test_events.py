@@ -1,6 +1,8 @@
 """The event -> frame path (snnexp/data/events.py): integration, split boundaries, normalisation, resize, the frame
 cache, and the dataset that converts each sample once."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -109,6 +111,9 @@ def test_frame_cache_writes_atomically_and_reads_back(tmp_path, monkeypatch):
     frames = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
     cache.save(3, frames)
     assert [p.name for p in (tmp_path / "c").iterdir()] == ["000003.npy"]  # no temporary file left
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "c" / "000003.npy").stat().st_mode & 0o777 == 0o666 & ~mask  # as any new file, not private
     np.testing.assert_array_equal(cache.load(3), frames)
     assert cache.load(4) is None
 

@@ -176,14 +176,26 @@ def test_lightning_keeps_the_repeated_augmentation_sampler_under_ddp(tmp_path):
     connector = trainer._data_connector
     repeated = _datamodule(tmp_path, repeated_aug=3).train_dataloader()
     assert connector._prepare_dataloader(repeated, shuffle=True, mode=RunningStage.TRAINING) is repeated
-    plain = _datamodule(tmp_path).train_dataloader()  # for contrast: Lightning puts its own sampler in
-    assert connector._prepare_dataloader(plain, shuffle=True, mode=RunningStage.TRAINING) is not plain
+    plain = _datamodule(tmp_path).train_dataloader()  # the (seed, epoch) order is a DistributedSampler too: kept
+    assert connector._prepare_dataloader(plain, shuffle=True, mode=RunningStage.TRAINING) is plain
 
 
-def test_without_repeats_the_loader_shuffles_as_before(tmp_path):
+def test_without_repeats_the_loader_shuffles_by_seed_and_epoch(tmp_path):
+    from snnexp.data.order import ResumableSampler
+
     write_imagefolder(tmp_path)
+    torch.manual_seed(3)
     loader = _datamodule(tmp_path).train_dataloader()
-    assert isinstance(loader.sampler, torch.utils.data.RandomSampler)
+    assert isinstance(loader.sampler, ResumableSampler)
+    orders = []
+    for epoch in (0, 1):
+        loader.sampler.set_epoch(epoch)
+        orders.append(list(loader.sampler))
+    assert sorted(orders[0]) == list(range(len(loader.dataset))) and orders[0] != orders[1]
+    torch.manual_seed(3)
+    again = _datamodule(tmp_path).train_dataloader().sampler
+    again.set_epoch(1)
+    assert list(again) == orders[1]  # the same run seed and epoch: the same order
 
 
 # ---- ImageNet: transforms -----------------------------------------------------------------------------------
