@@ -13,9 +13,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from hydra_plugins.snnexp_optuna_sweeper import register_with_hydra
 from snnexp.config import CONF_DIR, register_schemas
 
 register_schemas()
+register_with_hydra()  # hydra/sweeper=optuna, also where an editable install hides it from Hydra's plugin scan
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -36,3 +36,8 @@ class SweepConfigError(SnnexpError):
 
 class ConfigValueError(SnnexpError):
     """A config value outside its valid range (a batch size of 0, a negative learning rate), refused before training."""
+
+
+class RunPruned(Exception):
+    """A sweeper's pruner stopped this run early (a result, not a failure): summary.json says ``"status": "pruned"``.
+    Not a :class:`SnnexpError`, so the CLI does not report it as an error."""

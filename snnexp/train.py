@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from snnexp.checks import check_neuron, check_values
 from snnexp.checks import instantiate as checked_instantiate
 from snnexp.csv_history import hold_earlier_rows, merge_earlier_rows
-from snnexp.errors import IncompatibleError, SnnexpError, SweepConfigError
+from snnexp.errors import IncompatibleError, RunPruned, SnnexpError, SweepConfigError
 from snnexp.lit import SNNModule
 from snnexp.loggers import finish_loggers
 from snnexp.models.encoders import check_timesteps, make_encoder
@@ -33,6 +33,7 @@ from snnexp.models.norm import warm_start_running_stats
 from snnexp.quiet import silence_noise
 from snnexp.preemption import as_preempted
 from snnexp.resume import elapsed_before, mark_segment_start
+from snnexp.sweep_pruning import pruning_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def run(cfg: DictConfig) -> float | None:
         check_values(cfg)  # before the seed is set and anything is built: a bad value stops here, in one line
         L.seed_everything(cfg.seed, workers=True)
         datamodule, module = build(cfg)
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + pruning_callbacks(cfg)
         mark_segment_start(callbacks, start)
         ckpt_dirs = [Path(cb.dirpath) for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
         ckpt_path = _resume_path(cfg, ckpt_dirs[0] if ckpt_dirs else out_dir / "checkpoints")
@@ -153,6 +154,9 @@ def run(cfg: DictConfig) -> float | None:
         by_T = {T: _test_at(T, cfg, trainer, module, datamodule) for T in cfg.eval.timesteps}
         summary.update(status="completed", final_val=val, test=tested[0] if tested else {},
                        test_by_T=by_T, tested_checkpoint=test_ckpt)
+    except RunPruned as pruned:  # an Optuna sweep's pruner stopped this trial early: a result, not a failure
+        summary.update(status="pruned", pruned=str(pruned),
+                       final_val={k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     except BaseException as err:  # any failure, ours or not, and Ctrl-C: the summary must not say "running"
         if (preempted := as_preempted(err)) is not None:  # SIGTERM/SIGUSR1: exit 75, resume=auto continues
             summary.update(status="preempted", error=str(preempted))

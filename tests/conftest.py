@@ -168,3 +168,32 @@ def installed_wheel(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp / "site"),
                     str(wheel)], check=True, capture_output=True, text=True)
     return wheel, tmp / "site"
+
+
+# ---- a throwaway PostgreSQL server (distributed Optuna sweeps, test_sweep_workers.py) ----------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of this session on 127.0.0.1 (tests/helpers/postgres.py), stopped at the end; skips the
+    test where the server binaries or the psycopg driver are missing."""
+    import importlib.util
+
+    from helpers.postgres import MISSING_BINARIES, MISSING_DRIVER, PostgresServer, find_binaries
+
+    binaries = find_binaries()
+    if binaries is None:
+        pytest.skip(MISSING_BINARIES)
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.skip(MISSING_DRIVER)
+    server = PostgresServer(*binaries)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server):
+    """The SQLAlchemy URL (``postgresql+psycopg://...``) of an empty database on the session's PostgreSQL server."""
+    return postgres_server.url()
