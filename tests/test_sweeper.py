@@ -264,3 +264,19 @@ def test_bad_input_is_one_clear_error_and_writes_no_study(case, tmp_path, monkey
     if case != "empty choice":  # Hydra's own parser refuses choice() before the sweeper starts (its 2-line message)
         assert len(lines) == 1 and lines[0].startswith("snnexp: error: hydra/sweeper=optuna: "), err
     assert not list(tmp_path.rglob("optuna.db")) and not (tmp_path / "no").exists()
+
+
+def test_a_trial_asked_beyond_the_budget_is_surplus_whatever_the_workers_timing():
+    import optuna
+
+    from hydra_plugins.snnexp_optuna_sweeper import study as studies
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    asked = [study.ask() for _ in range(3)]  # two workers both counted 1 of 2, and both asked: trials 1 and 2
+    assert [studies.over_budget(study, t, 2) for t in asked] == [False, False, True]
+    asked[2].set_user_attr(studies.SURPLUS, True)
+    study.tell(asked[2], state=optuna.trial.TrialState.FAIL)
+    assert studies.trials_so_far(study) == 2
+    later = study.ask()  # a continued study with a budget of 3: the surplus trial does not take a place
+    assert not studies.over_budget(study, later, 3) and studies.over_budget(study, later, 2)

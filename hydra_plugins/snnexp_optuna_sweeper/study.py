@@ -93,9 +93,26 @@ def open_study(storage, study_name: str, directions: list[str], sampler, pruner)
     return study
 
 
+SURPLUS = "surplus"  # user attribute of a trial asked beyond the budget by a worker that lost the race for it
+
+
+def _counts(trial) -> bool:
+    return not trial.user_attrs.get(SURPLUS, False)
+
+
 def trials_so_far(study) -> int:
-    """Every trial of the study, whatever its state and whichever process runs it: the budget is for them all."""
-    return len(study.get_trials(deepcopy=False))
+    """Every trial of the study, whatever its state and whichever process runs it (the budget is for them all),
+    except the surplus ones :func:`over_budget` turned away."""
+    return sum(_counts(t) for t in study.get_trials(deepcopy=False))
+
+
+def over_budget(study, trial, n_trials: int) -> bool:
+    """Whether ``trial``, just asked, lies beyond the budget: ``n_trials`` counting trials numbered before it.
+
+    Counting and asking are two steps, so two workers can both count n_trials - 1 and both ask. Optuna numbers
+    trials atomically, so the lower number keeps its place and the higher one is surplus: the study ends with
+    exactly ``n_trials`` trials that count, whatever the workers' timing."""
+    return sum(_counts(t) for t in study.get_trials(deepcopy=False) if t.number < trial.number) >= n_trials
 
 
 class Heartbeat:

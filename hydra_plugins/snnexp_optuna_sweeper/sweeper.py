@@ -160,6 +160,8 @@ class OptunaSweeper(Sweeper):
 
     # ---- running ------------------------------------------------------------------------------------------------
     def _run(self, study, storage, url, space, seeds, objectives, prune) -> list:
+        import optuna
+
         log.info("Optuna study %s in %s (%s, %s): %d trials of %s", study.study_name, url,
                  type(study.sampler).__name__, type(study.pruner).__name__, self.n_trials,
                  " ".join(space.overrides({k: "<search>" for k in space.distributions})) or "(no search space)")
@@ -170,6 +172,10 @@ class OptunaSweeper(Sweeper):
                 trials = []
                 while len(trials) < self.n_jobs and studies.trials_so_far(study) < self.n_trials:
                     trial = study.ask(space.distributions)
+                    if studies.over_budget(study, trial, self.n_trials):  # another worker took the last place
+                        trial.set_user_attr(studies.SURPLUS, True)
+                        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                        break
                     heartbeat.add(trial._trial_id)
                     trials.append(trial)
                 if not trials:
