@@ -70,68 +70,60 @@ def _is_number(value) -> bool:
 
 
 def _check_T(T) -> None:
-    if not (_is_int(T) and T >= 1):
+    if not _positive_int(T):
         _fail("T", T, "the number of time steps must be a positive integer (T=4, or T=1 for an ANN-like run)")
 
 
+def _check_keys(node: DictConfig, prefix: str, keys, valid_value, valid: str) -> None:
+    """Refuse the first of ``keys`` set in ``node`` (``None`` means unset) for which ``valid_value`` is False."""
+    for key in keys:
+        value = node.get(key)
+        if value is not None and not valid_value(value):
+            _fail(f"{prefix}.{key}", value, valid)
+
+
+def _positive_int(value) -> bool:
+    return _is_int(value) and value >= 1
+
+
 def _check_data(data: DictConfig) -> None:
-    for key, value in data.items():
-        if key.endswith("batch_size") and value is not None and not (_is_int(value) and value >= 1):
-            _fail(f"data.{key}", value, "a batch size must be a positive integer")
-    workers = data.get("num_workers")
-    if workers is not None and not (_is_int(workers) and workers >= 0):
-        _fail("data.num_workers", workers, "the number of loader processes must be 0 (load in the main process) or more")
+    _check_keys(data, "data", [k for k in data if k.endswith("batch_size")], _positive_int,
+                "a batch size must be a positive integer")
+    _check_keys(data, "data", ["num_workers"], lambda v: _is_int(v) and v >= 0,
+                "the number of loader processes must be 0 (load in the main process) or more")
 
 
 def _check_optimiser(optim: DictConfig) -> None:
-    lr = optim.get("lr")
-    if lr is not None and not (_is_number(lr) and lr > 0):
-        _fail("optim.lr", lr, "the learning rate must be a finite number > 0")
-    decay = optim.get("weight_decay")
-    if decay is not None and not (_is_number(decay) and decay >= 0):
-        _fail("optim.weight_decay", decay, "weight decay must be a finite number >= 0 (0 turns it off)")
-    momentum = optim.get("momentum")
-    if momentum is not None and not (_is_number(momentum) and 0 <= momentum < 1):
-        _fail("optim.momentum", momentum, "momentum must lie in [0, 1)")
+    _check_keys(optim, "optim", ["lr"], lambda v: _is_number(v) and v > 0, "the learning rate must be a finite number > 0")
+    _check_keys(optim, "optim", ["weight_decay"], lambda v: _is_number(v) and v >= 0,
+                "weight decay must be a finite number >= 0 (0 turns it off)")
+    _check_keys(optim, "optim", ["momentum"], lambda v: _is_number(v) and 0 <= v < 1, "momentum must lie in [0, 1)")
     betas = optim.get("betas")
     if betas is not None and not all(_is_number(b) and 0 <= b < 1 for b in betas):
         _fail("optim.betas", list(betas), "both betas must lie in [0, 1)")
-    eps = optim.get("eps")
-    if eps is not None and not (_is_number(eps) and eps > 0):
-        _fail("optim.eps", eps, "eps must be a finite number > 0")
+    _check_keys(optim, "optim", ["eps"], lambda v: _is_number(v) and v > 0, "eps must be a finite number > 0")
 
 
 def _check_scheduler(scheduler: DictConfig) -> None:
-    for key in ("warmup_epochs", "cooldown_epochs"):
-        value = scheduler.get(key)
-        if value is not None and not (_is_int(value) and value >= 0):
-            _fail(f"scheduler.{key}", value, "a number of epochs must be an integer >= 0")
-    for key in ("min_lr", "warmup_lr"):
-        value = scheduler.get(key)
-        if value is not None and not (_is_number(value) and value >= 0):
-            _fail(f"scheduler.{key}", value, "a learning rate must be a finite number >= 0")
-    step_size = scheduler.get("step_size")
-    if step_size is not None and not (_is_int(step_size) and step_size >= 1):
-        _fail("scheduler.step_size", step_size, "the epochs between decays must be a positive integer")
-    gamma = scheduler.get("gamma")
-    if gamma is not None and not (_is_number(gamma) and gamma > 0):
-        _fail("scheduler.gamma", gamma, "the decay factor must be a finite number > 0")
+    _check_keys(scheduler, "scheduler", ["warmup_epochs", "cooldown_epochs"], lambda v: _is_int(v) and v >= 0,
+                "a number of epochs must be an integer >= 0")
+    _check_keys(scheduler, "scheduler", ["min_lr", "warmup_lr"], lambda v: _is_number(v) and v >= 0,
+                "a learning rate must be a finite number >= 0")
+    _check_keys(scheduler, "scheduler", ["step_size"], _positive_int, "the epochs between decays must be a positive integer")
+    _check_keys(scheduler, "scheduler", ["gamma"], lambda v: _is_number(v) and v > 0,
+                "the decay factor must be a finite number > 0")
 
 
 def _check_trainer(trainer: DictConfig) -> None:
-    if not (_is_int(trainer.max_epochs) and trainer.max_epochs >= 1):
+    if not _positive_int(trainer.max_epochs):
         _fail("trainer.max_epochs", trainer.max_epochs, "train for at least 1 epoch")
-    for key in ("accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps", "num_nodes"):
-        value = trainer.get(key)
-        if value is not None and not (_is_int(value) and value >= 1):
-            _fail(f"trainer.{key}", value, "must be a positive integer")
-    clip = trainer.get("gradient_clip_val")
-    if clip is not None and not (_is_number(clip) and clip >= 0):
-        _fail("trainer.gradient_clip_val", clip, "a gradient-norm limit must be a finite number >= 0 (null: no clipping)")
-    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        value = trainer.get(key)
-        if value is not None and not (_is_number(value) and value >= 0 and (_is_int(value) or value <= 1)):
-            _fail(f"trainer.{key}", value, "a number of batches (integer >= 0) or a fraction of them in [0, 1]")
+    _check_keys(trainer, "trainer", ["accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps",
+                                     "num_nodes"], _positive_int, "must be a positive integer")
+    _check_keys(trainer, "trainer", ["gradient_clip_val"], lambda v: _is_number(v) and v >= 0,
+                "a gradient-norm limit must be a finite number >= 0 (null: no clipping)")
+    _check_keys(trainer, "trainer", ["limit_train_batches", "limit_val_batches", "limit_test_batches"],
+                lambda v: _is_number(v) and v >= 0 and (_is_int(v) or v <= 1),
+                "a number of batches (integer >= 0) or a fraction of them in [0, 1]")
     _check_devices(trainer)
 
 
@@ -157,7 +149,7 @@ def _check_devices(trainer: DictConfig) -> None:
 
 def _check_eval(eval_cfg: DictConfig) -> None:
     for T in eval_cfg.timesteps:
-        if not (_is_int(T) and T >= 1):
+        if not _positive_int(T):
             _fail("eval.timesteps", list(eval_cfg.timesteps), "every T to test at must be a positive integer")
     if eval_cfg.ckpt not in ("best", "last"):
         _fail("eval.ckpt", eval_cfg.ckpt, "test the 'best' checkpoint or the 'last' weights")
