@@ -93,8 +93,12 @@ def _check_data(data: DictConfig) -> None:
                 "the number of loader processes must be 0 (load in the main process) or more")
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # larger step sizes overflow inside PyTorch's optimisers (a RuntimeError)
+
+
 def _check_optimiser(optim: DictConfig) -> None:
-    _check_keys(optim, "optim", ["lr"], lambda v: _is_number(v) and v > 0, "the learning rate must be a finite number > 0")
+    _check_keys(optim, "optim", ["lr"], lambda v: _is_number(v) and 0 < v < FLOAT32_MAX,
+                "the learning rate must be a number > 0 that float32 weights can be scaled by (below 3.4e38)")
     _check_keys(optim, "optim", ["weight_decay"], lambda v: _is_number(v) and v >= 0,
                 "weight decay must be a finite number >= 0 (0 turns it off)")
     _check_keys(optim, "optim", ["momentum"], lambda v: _is_number(v) and 0 <= v < 1, "momentum must lie in [0, 1)")

@@ -231,6 +231,19 @@ def test_failing_trial_seeds_and_pareto_front(tmp_path):
     assert set(front[0]["values"]) == {"val/acc", "firing_rate"}
 
 
+@pytest.mark.slow
+def test_a_trial_whose_loss_becomes_nan_fails_with_its_message_and_the_sweep_goes_on(tmp_path):
+    """optim.lr=1e37 overflows the weights in the first step: the run stops on the non-finite loss (keeping its
+    last good checkpoint), the trial is FAIL with that message, and the next trial runs."""
+    _, study = sweep(tmp_path, "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2", "optim.lr=choice(1e37, 0.001)")
+    by_lr = {t.params["optim.lr"]: t for t in study.get_trials()}
+    nan, good = by_lr[1e37], by_lr[0.001]
+    assert nan.state == TrialState.FAIL and "loss became nan" in nan.user_attrs["error"]
+    (summary,) = summaries(nan)
+    assert summary["status"] == "failed" and "nan" in summary["error"] and summary["optuna"]["state"] == "FAIL"
+    assert good.state == TrialState.COMPLETE and summaries(good)[0]["status"] == "completed"
+
+
 BAD_INPUT = {
     "unknown parameter": (["neuron.taux=interval(1, 2)"], "taux"),
     "empty choice": (["neuron.tau=choice()"], "empty choice"),
