@@ -15,6 +15,11 @@ handlers, which Lightning installs when ``fit`` starts and removes when it ends:
   only one of them. Outside training (setup, testing) Lightning's handler is in place: a SIGTERM there ends the run
   with Lightning's ``SIGTERMException``, also reported as preempted (``last.ckpt`` is the latest one written).
 
+- SIGUSR2 is what submitit (``hydra/launcher=submitit_slurm``) asks SLURM to send ``signal_delay_s`` before a job's
+  time limit; submitit's handler requeues the job and exits at once. Here the run first writes its checkpoint and
+  its summary, and only then hands the signal on to that handler (:meth:`Preempted.hand_on`), so the requeued job,
+  which SLURM marks with ``SLURM_RESTART_COUNT``, continues from ``last.ckpt`` instead of redoing the time lost.
+
 A preempted ``python -m snnexp`` exits with status :data:`EXIT_PREEMPTED` (75, ``EX_TEMPFAIL``: "try again later")
 after writing ``summary.json`` with ``"status": "preempted"``; run it again with ``resume=auto`` to continue.
 """
@@ -23,20 +28,30 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 EXIT_PREEMPTED = 75  # os.EX_TEMPFAIL
-STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s is not None)
-PASS_ON = tuple(s for s in (getattr(signal, "SIGUSR1", None),) if s is not None)  # SLURM requeueing (Lightning)
+_SIGNALS = [getattr(signal, name, None) for name in ("SIGTERM", "SIGUSR1", "SIGUSR2")]
+STOP_SIGNALS = tuple(s for s in _SIGNALS if s is not None)
+PASS_ON = tuple(s for s in _SIGNALS[1:2] if s is not None)  # SLURM requeueing (Lightning): at once
+HAND_ON_AFTER_STOP = tuple(s for s in _SIGNALS[2:] if s is not None)  # submitit's requeue: once the state is saved
 
 
 class Preempted(SystemExit):
     """The run stopped on a signal after writing a checkpoint to resume from; exits with :data:`EXIT_PREEMPTED`."""
 
-    def __init__(self, signal_name: str, checkpoint: str | None = None):
+    def __init__(self, signal_name: str, checkpoint: str | None = None, then: Callable[[], None] | None = None):
         super().__init__(EXIT_PREEMPTED)
-        self.signal_name, self.checkpoint = signal_name, checkpoint
+        self.signal_name, self.checkpoint, self._then = signal_name, checkpoint, then
+
+    def hand_on(self) -> None:
+        """Give the signal to the handler that was there before ours (submitit's requeue, which exits the process),
+        once the checkpoint and summary are written; nothing when there was none."""
+        then, self._then = self._then, None
+        if then is not None:
+            then()
 
     def __str__(self) -> str:
         where = f"; {self.checkpoint} holds the state to resume from" if self.checkpoint else ""
@@ -54,17 +69,19 @@ def as_preempted(err: BaseException) -> Preempted | None:
 
 
 class SignalCatcher:
-    """Records SIGTERM/SIGUSR1 in :attr:`received` (the first one's name); the signals in ``pass_on`` also go to the
-    handler installed before.
+    """Records SIGTERM/SIGUSR1/SIGUSR2 in :attr:`received` (the first one's name); the signals in ``pass_on`` also go
+    to the handler installed before, at once, those in ``hand_on_after_stop`` when :meth:`handed_on` is called.
 
     ``install()`` after Lightning registered its handlers (``on_train_start``), ``uninstall()`` when training ends;
     a handler is put back only if ours is still the installed one (Lightning restores its own originals on teardown).
     """
 
-    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS, pass_on: tuple[int, ...] = PASS_ON):
-        self.signals, self.pass_on = signals, pass_on
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS, pass_on: tuple[int, ...] = PASS_ON,
+                 hand_on_after_stop: tuple[int, ...] = HAND_ON_AFTER_STOP):
+        self.signals, self.pass_on, self.hand_on_after_stop = signals, pass_on, hand_on_after_stop
         self.received: str | None = None
         self._previous: dict[int, object] = {}
+        self._deferred: Callable[[], None] | None = None
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():  # signals can only be set from the main thread
@@ -83,5 +100,13 @@ class SignalCatcher:
         if self.received is None:
             self.received = signal.Signals(signum).name
         previous = self._previous.get(signum)
-        if signum in self.pass_on and callable(previous):  # not SIG_DFL, which would end the process
+        if not callable(previous):  # SIG_DFL or SIG_IGN: nothing to pass on (SIG_DFL would end the process)
+            return
+        if signum in self.pass_on:
             previous(signum, frame)
+        elif signum in self.hand_on_after_stop and self._deferred is None:
+            self._deferred = lambda: previous(signum, None)
+
+    def handed_on(self) -> Callable[[], None] | None:
+        """The deferred call to the handler a ``hand_on_after_stop`` signal found in place, if one arrived."""
+        return self._deferred

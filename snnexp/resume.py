@@ -13,7 +13,7 @@ the same weights and metrics as the run left alone.
 - the wall time spent so far (``summary.json``'s ``wall_time_s`` adds up all segments).
 
 The data order is a function of (seed, epoch) and resumes mid-epoch through Lightning's stateful-dataloader hook
-(:mod:`snnexp.data.order`); loops, optimisers and schedulers are Lightning's. On SIGTERM/SIGUSR1 it writes
+(:mod:`snnexp.data.order`); loops, optimisers and schedulers are Lightning's. On SIGTERM/SIGUSR1/SIGUSR2 it writes
 ``last.ckpt`` at the next batch boundary and stops with :class:`snnexp.preemption.Preempted`.
 """
 
@@ -234,7 +234,8 @@ class ExactResume(Callback):
         self._saved_step, self._saved_epoch = trainer.global_step, trainer.current_epoch
 
     def _stop(self, trainer) -> None:
-        stop = Preempted(self.signals.received or "a signal on another process", str(self.path))
+        stop = Preempted(self.signals.received or "a signal on another process", str(self.path),
+                         then=self.signals.handed_on())
         if rank_zero_only.rank == 0:
             log.warning("%s at step %d; exiting with status %d", stop, trainer.global_step, stop.code)
         raise stop

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -91,7 +92,12 @@ def _choice(cfg: DictConfig, group: str) -> str:
 def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
     """Which checkpoint to continue from; refuse to overwrite an earlier run's checkpoints silently."""
     last = ckpt_dir / "last.ckpt"
-    if cfg.resume is None:
+    resume = cfg.resume
+    if resume is None and last.exists() and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+        log.info("SLURM requeued this job (SLURM_RESTART_COUNT=%s): continuing from %s",
+                 os.environ["SLURM_RESTART_COUNT"], last)
+        resume = "auto"  # the same job after a preemption or a time limit, in its own run directory
+    if resume is None:
         if last.exists():
             raise SnnexpError(
                 f"{ckpt_dir} already holds checkpoints of an earlier run; pass resume=auto to continue it, "
@@ -100,7 +106,7 @@ def _resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
         return None
     from snnexp.checkpoints import check_resume  # a damaged file is refused in one line before Lightning loads it
 
-    if cfg.resume == "auto":
+    if resume == "auto":
         return check_resume(last, "resume=auto") if last.exists() else None
     path = Path(cfg.resume)
     if path.is_dir():
@@ -145,6 +151,7 @@ def run(cfg: DictConfig) -> float | None:
         lg.log_hyperparams(_hparams(cfg))
 
     summary = {"status": "running", "resumed_from": ckpt_path}
+    preempted = None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         val = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -158,7 +165,7 @@ def run(cfg: DictConfig) -> float | None:
         summary.update(status="pruned", pruned=str(pruned),
                        final_val={k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
     except BaseException as err:  # any failure, ours or not, and Ctrl-C: the summary must not say "running"
-        if (preempted := as_preempted(err)) is not None:  # SIGTERM/SIGUSR1: exit 75, resume=auto continues
+        if (preempted := as_preempted(err)) is not None:  # SIGTERM/SIGUSR1/2: exit 75, resume=auto continues
             summary.update(status="preempted", error=str(preempted))
             raise preempted from None
         summary.update(status="failed", error=_error_text(err))
@@ -170,6 +177,8 @@ def run(cfg: DictConfig) -> float | None:
         finish_loggers(loggers)
         if trainer.is_global_zero:
             merge_earlier_rows(out_dir)
+        if preempted is not None:  # submitit's SIGUSR2 handler requeues the job now that the state is on disk
+            preempted.hand_on()
     if trainer.is_global_zero:
         log.info("summary written to %s", out_dir / "summary.json")
         print_results(summary, out_dir)

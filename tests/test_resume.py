@@ -1,6 +1,6 @@
 """Exact resume with real processes and real signals (snnexp/resume.py, preemption.py, atomic_save.py,
 csv_history.py, data/order.py): a CLI run killed with SIGKILL in the middle of an epoch, or stopped by SIGTERM /
-SIGUSR1, and continued with ``resume=auto`` ends with the weights, metrics and metrics.csv of the run left alone.
+SIGUSR1 / SIGUSR2 (submitit's), and continued with ``resume=auto`` ends with the weights, metrics and metrics.csv of the run left alone.
 
 The runs sample Poisson spikes (randomness in every forward). A run is held at a chosen optimiser step by
 ``helpers.gate.Gate`` (it writes a marker file and waits), so each signal lands at a known step, not after a sleep.
@@ -37,14 +37,16 @@ def environment() -> dict:
 TIMEOUT = 600  # generous: the machine may be busy; every wait below ends as soon as its file or process is there
 
 
-def start(run_dir: Path, *extra: str) -> subprocess.Popen:
-    """``python -m snnexp RUN EXTRA`` writing into ``run_dir``, started in the background; its output goes to a
-    log file next to ``run_dir`` (``proc.log``)."""
+def start(run_dir: Path, *extra: str, program: tuple[str, ...] = ("-m", "snnexp"), env: dict | None = None
+          ) -> subprocess.Popen:
+    """``python -m snnexp RUN EXTRA`` (or ``python PROGRAM RUN EXTRA``) writing into ``run_dir``, started in the
+    background; its output goes to a log file next to ``run_dir`` (``proc.log``)."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = run_dir.parent / f"{run_dir.name}.{len(list(run_dir.parent.glob(run_dir.name + '.*.log')))}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "snnexp", *RUN, *extra, f"hydra.run.dir={run_dir}"],
-                                cwd=run_dir.parent, env=environment(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *program, *RUN, *extra, f"hydra.run.dir={run_dir}"],
+                                cwd=run_dir.parent, env={**environment(), **(env or {})}, stdout=out,
+                                stderr=subprocess.STDOUT)
     proc.log = log
     return proc
 
@@ -173,6 +175,48 @@ def test_sigterm_or_sigusr1_writes_a_checkpoint_exits_75_and_resume_auto_equals_
     assert_same_run(run, reference())
     assert not (run_dir / "metrics.earlier.csv").exists()
     assert run["summary"]["wall_time_s"] > first[signal.SIGTERM]["wall_time_s"] > 0  # both segments
+
+
+SUBMITIT_LIKE = """
+import json, runpy, signal, sys
+from pathlib import Path
+
+run_dir, seen = Path(sys.argv[1]), Path(sys.argv[2])
+
+
+def requeue(signum, frame):  # what submitit's handler does on SIGUSR2: requeue the job, then exit at once
+    summary = json.loads((run_dir / "summary.json").read_text())
+    seen.write_text(json.dumps({"status": summary["status"], "ckpt": (run_dir / "checkpoints/last.ckpt").exists()}))
+    sys.exit(-1)
+
+
+signal.signal(signal.SIGUSR2, requeue)
+sys.argv = ["snnexp", *sys.argv[3:]]
+runpy.run_module("snnexp", run_name="__main__")
+"""
+
+
+def test_sigusr2_before_a_slurm_time_limit_saves_before_submitit_requeues_and_the_requeued_job_continues(tmp_path,
+                                                                                                        reference):
+    """submitit's SIGUSR2 handler (requeue, exit) runs only once last.ckpt and summary.json are written; the requeued
+    job (SLURM sets SLURM_RESTART_COUNT) continues from last.ckpt with the same command, no resume=auto needed."""
+    run_dir, marker, seen = tmp_path / "run", tmp_path / "held", tmp_path / "requeued.json"
+    wrapper = tmp_path / "submitit_like.py"
+    wrapper.write_text(SUBMITIT_LIKE)
+    proc = start(run_dir, *held_at(2, marker), program=(str(wrapper), str(run_dir), str(seen)))
+    wait_for(marker, proc)
+    proc.send_signal(signal.SIGUSR2)
+    assert finish(proc) == 255, printed(proc)  # sys.exit(-1) in the handler, as submitit exits
+    assert json.loads(seen.read_text()) == {"status": "preempted", "ckpt": True}
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 3
+    assert "SIGUSR2" in json.loads((run_dir / "summary.json").read_text())["error"]
+
+    requeued = start(run_dir, env={"SLURM_RESTART_COUNT": "1"})
+    assert finish(requeued) == 0, printed(requeued)
+    run = result(run_dir)
+    assert run["summary"]["status"] == "completed" and run["summary"]["resumed_from"].endswith("last.ckpt")
+    assert_same_run(run, reference())
 
 
 WRITER = """
