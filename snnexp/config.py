@@ -105,7 +105,7 @@ class TrainConfig:
     logger: Any = None
     callbacks: Any = None
     meta: Any = None  # free-form metadata of a preset (paper, reported accuracy); copied into summary.json
-    optuna_trial: Any = None  # set by the Optuna sweeper: {storage, study_name, trial_id, monitor, prune, pruner}
+    optuna_trial: Any = None  # set by the Optuna sweeper: {storage, study_name, trial_id, trial, monitor, prune, pruner}
 
 
 def _locate(path: str):

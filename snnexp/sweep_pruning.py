@@ -1,6 +1,6 @@
 """Optuna pruning for a run launched by the Optuna sweeper (hydra_plugins/snnexp_optuna_sweeper).
 
-The sweeper passes ``optuna_trial={storage, study_name, trial_id, monitor, prune, pruner}`` in the job's overrides; this module
+The sweeper passes ``optuna_trial={storage, study_name, trial_id, trial, monitor, prune, pruner}`` in the job's overrides; this module
 reopens that trial from its storage (so it works in-process and in a separate SLURM/submitit process), reports the
 monitored metric after every validation epoch and stops the run with :class:`snnexp.errors.RunPruned` when the
 study's pruner says so.

@@ -1,5 +1,5 @@
 """Loggers (snnexp/loggers.py and conf/logger): wandb runs offline, one per job of a multirun, grouped by method and
-tagged with model, data, neuron and T; ``logger=many`` is CSV, TensorBoard and wandb."""
+tagged with model, data, neuron and T (by study in an Optuna sweep); ``logger=many`` is CSV, TensorBoard and wandb."""
 
 import json
 
@@ -33,3 +33,17 @@ def test_logger_many_is_csv_tensorboard_and_wandb():
     cfg = compose_config(["logger=many"])
     assert set(cfg.logger) == {"csv", "tensorboard", "wandb"}
     assert cfg.logger.wandb.group == "sdt"
+
+
+def test_optuna_trials_log_wandb_runs_grouped_by_study_and_named_by_trial(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=lr_study",
+                   "optim.lr=tag(log, interval(1e-3, 1e-2))", "logger=wandb", *SHORT[:-1], "trainer.max_epochs=1",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for trial in (0, 1):
+        (run,) = (sweep / f"trial{trial}" / "wandb").glob("offline-run-*")
+        record = next(run.glob("*.wandb")).read_bytes()
+        for text in (b"optuna-lr_study", f"sdt-convnet-digits-s0-trial{trial}".encode(), b"study=lr_study",
+                     b"model=convnet"):
+            assert text in record, text

@@ -183,6 +183,7 @@ class OptunaSweeper(Sweeper):
                 jobs = []  # (trial, seed, overrides)
                 for trial in trials:
                     hidden = {"storage": url, "study_name": study.study_name, "trial_id": trial._trial_id,
+                              "trial": trial.number,
                               "monitor": objectives[0], "prune": prune is not None,
                               **({"pruner": prune} if prune is not None else {})}
                     trial_overrides = space.overrides(trial.params) + [_dict_override("optuna_trial", hidden)]
