@@ -29,6 +29,9 @@ def check_values(cfg: DictConfig) -> None:
         _check_scheduler(cfg.scheduler)
     _check_trainer(cfg.trainer)
     _check_eval(cfg.eval)
+    if cfg.get("energy") is not None:
+        _check_keys(cfg.energy, "energy", ["e_mac", "e_ac"], lambda v: _is_number(v) and v >= 0,
+                    "an energy per operation must be a finite number of picojoules >= 0")
 
 
 def instantiate(node: DictConfig, key: str, **kwargs) -> Any:

@@ -48,6 +48,14 @@ class EvalConfig:
 
 
 @dataclass
+class EnergyConfig:
+    """The energy estimate's cost per operation, in picojoules (45 nm figures, as SNN papers use them)."""
+
+    e_mac: float = 4.6  # one multiply-accumulate: layers whose input is not spikes
+    e_ac: float = 0.9  # one accumulate: a spike arriving at one synapse
+
+
+@dataclass
 class TrainerConfig:
     """The Lightning ``Trainer`` arguments snnexp exposes (``Any`` where Lightning accepts several types)."""
 
@@ -96,6 +104,7 @@ class TrainConfig:
     optim: Any = MISSING  # the optim group: a partial optimiser (see snnexp.optim)
     scheduler: Any = None  # the scheduler group: a partial per-epoch schedule; none (~scheduler) = no scheduler
     eval: EvalConfig = field(default_factory=EvalConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: Any = MISSING

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from snnexp.errors import NonFiniteLossError, SnnexpError
-from snnexp.metrics import FiringRateMonitor
+from snnexp.metrics import E_AC_PJ, E_MAC_PJ, FiringRateMonitor, OperationCounter, operations_per_sample
 from snnexp.neurons import MultiStepNeuron
 from snnexp.optim import configure
 from snnexp.training.method import Method
@@ -28,7 +28,9 @@ class SNNModule(L.LightningModule):
 
     Metric names: ``train/loss``, ``val/loss``, ``val/acc``, ``val/acc5``, ``val/firing_rate`` (and
     ``val/firing_rate/<layer>``), ``test/acc``, ``test/acc5``, and ``test_T<n>/acc`` when evaluated at other T;
-    accuracies are fractions in [0, 1].
+    accuracies are fractions in [0, 1]. Every evaluation pass also logs ``<split>/macs``, ``<split>/sops``
+    (synaptic accumulates) and ``<split>/energy_mJ`` per sample (``energy``: picojoules per MAC and per AC), with
+    the per-layer counts kept in ``last_operations[split]`` (:class:`snnexp.metrics.OperationCounter`).
 
     Under DDP every logged metric is the global one: epoch-level values are logged with ``sync_dist=True``, the
     accuracies are torchmetrics (which sync themselves) and the firing rates are summed over the processes before
@@ -36,7 +38,8 @@ class SNNModule(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, method: Method, num_classes: int, optimizer: Callable,
-                 scheduler: Callable | None, encoder: nn.Module, T: int, input_shape: tuple[int, ...]):
+                 scheduler: Callable | None, encoder: nn.Module, T: int, input_shape: tuple[int, ...],
+                 energy: tuple[float, float] = (E_MAC_PJ, E_AC_PJ)):
         super().__init__()
         self.model = model
         self.method = method
@@ -52,6 +55,9 @@ class SNNModule(L.LightningModule):
             if self.top5:
                 setattr(self, f"{split}_acc5", MulticlassAccuracy(num_classes, top_k=5, average="micro"))
         self.firing = FiringRateMonitor(self.model)
+        self.operations = OperationCounter(self.model)
+        self.energy_pj = tuple(energy)  # (per MAC, per AC)
+        self.last_operations: dict[str, dict] = {}  # "val" / "test" / "test_T<n>" -> operations_per_sample(...)
         self.test_prefix = "test"  # "test_T<n>" while evaluating at another number of time steps
         self.last_firing_rates: dict[str, float] = {}
         self._val_samples = 0  # validation samples this process saw this epoch: its weight in the global rates
@@ -102,7 +108,11 @@ class SNNModule(L.LightningModule):
     # ---- evaluation -----------------------------------------------------------------------------------
     def _evaluate(self, batch, split: str, prefix: str):
         x, y = batch
-        output = self(x)
+        encoded = self.encode(x)
+        if self.operations.calibrating:  # an extra, uncounted pass on the first batch of each evaluation
+            with self.firing.paused():
+                self.operations.calibrate(lambda: self.model(encoded))
+        output = self.operations.forward(lambda: self.model(encoded), samples=y.shape[0])
         loss = self.method.loss(output, y)
         scores = self.method.predict(output)
         getattr(self, f"{split}_acc")(scores, y)
@@ -115,6 +125,7 @@ class SNNModule(L.LightningModule):
     def on_validation_epoch_start(self):
         self.method.on_evaluation_start(self)
         self.firing.start()
+        self.operations.start()
         self._val_samples = 0
 
     def validation_step(self, batch, batch_idx):
@@ -129,6 +140,25 @@ class SNNModule(L.LightningModule):
             self.log("val/firing_rate", sum(rates.values()) / len(rates), sync_dist=True)
             for name, rate in rates.items():
                 self.log(f"val/firing_rate/{name}", rate, sync_dist=True)
+        self._log_operations("val")
+
+    def _log_operations(self, prefix: str) -> None:
+        """Per-sample MACs, SOPs and energy of this evaluation pass, summed over every process, logged and kept."""
+        names = [name for name, _ in self.model.named_modules()]
+        counted, sums = self.operations.stop()
+        local = torch.zeros(len(names), len(OperationCounter.COLUMNS), dtype=torch.float64, device=self.device)
+        for name, row in zip(counted, sums if sums is not None else []):
+            local[names.index(name)] = row.to(self.device)
+        samples = torch.tensor(float(self.operations.samples), dtype=torch.float64, device=self.device)
+        local, samples = (self.trainer.strategy.reduce(t, reduce_op="sum") for t in (local, samples))
+        keep = [i for i, row in enumerate(local.tolist()) if any(row)]
+        result = operations_per_sample([names[i] for i in keep], local[keep] if keep else None, int(samples.item()),
+                                       *self.energy_pj)
+        if result["macs"] is None:
+            return
+        self.last_operations[prefix] = result
+        for key in ("energy_mJ", "sops", "macs"):  # already global: sync_dist only keeps Lightning quiet
+            self.log(f"{prefix}/{key}", result[key], sync_dist=True)
 
     def _global_firing_rates(self, rates: dict[str, float], samples: int) -> dict[str, float]:
         """This process's ``{layer: rate}`` over ``samples`` validation samples -> the rates over every process's
@@ -144,9 +174,13 @@ class SNNModule(L.LightningModule):
 
     def on_test_epoch_start(self):
         self.method.on_evaluation_start(self)
+        self.operations.start()
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test", self.test_prefix)
+
+    def on_test_epoch_end(self):
+        self._log_operations(self.test_prefix)
 
     # ---- optimisation and checkpoints -----------------------------------------------------------------
     def configure_optimizers(self):

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from snnexp.checks import check_neuron, check_values
 from snnexp.checks import instantiate as checked_instantiate
 from snnexp.csv_history import hold_earlier_rows, merge_earlier_rows
+from snnexp.dashboards import log_config, log_run_results
 from snnexp.errors import IncompatibleError, RunPruned, SnnexpError, SweepConfigError
 from snnexp.lit import SNNModule
 from snnexp.loggers import finish_loggers
@@ -73,7 +74,7 @@ def build(cfg: DictConfig):
         warm_start_running_stats(model)
     module = SNNModule(model, method, datamodule.num_classes, optimizer=checked_instantiate(cfg.optim, "optim"),
                        scheduler=checked_instantiate(cfg.scheduler, "scheduler"), encoder=make_encoder(cfg.encoder), T=T,
-                       input_shape=datamodule.input_shape)
+                       input_shape=datamodule.input_shape, energy=(cfg.energy.e_mac, cfg.energy.e_ac))
     return datamodule, module
 
 
@@ -147,8 +148,8 @@ def run(cfg: DictConfig) -> float | None:
     except BaseException as err:
         _record_early_failure(out_dir / "summary.json", cfg, err, start)
         raise
-    for lg in loggers:
-        lg.log_hyperparams(_hparams(cfg))
+    log_config(loggers, _hparams(cfg),  # wandb also gets the choices flat, for its runs table
+               {g: _choice(cfg, g) for g in ("data", "model", "neuron", "method", "optim", "scheduler")})
 
     summary = {"status": "running", "resumed_from": ckpt_path}
     preempted = None
@@ -174,6 +175,7 @@ def run(cfg: DictConfig) -> float | None:
         summary.update(_describe(cfg, trainer, module, start))
         if trainer.is_global_zero:  # DDP: every process holds the same (synced) summary; rank 0 writes it
             _write_summary(out_dir / "summary.json", summary)
+        log_run_results(loggers, summary)
         finish_loggers(loggers)
         if trainer.is_global_zero:
             merge_earlier_rows(out_dir)
@@ -265,10 +267,16 @@ def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: flo
     if cb is not None and cb.best_model_score is not None:
         best = {"metric": cb.monitor, "score": _number(cb.best_model_score), "checkpoint": cb.best_model_path}
     rates = module.last_firing_rates
+    split = next((s for s in ("test", "val") if s in module.last_operations), None)
+    energy = None
+    if split is not None:  # per sample, with each layer's MACs, ACs and input firing rate
+        e_mac, e_ac = module.energy_pj
+        energy = {"e_mac_pJ": e_mac, "e_ac_pJ": e_ac, "split": split, **module.last_operations[split]}
     return {
         "best": best,
         "firing_rate": sum(rates.values()) / len(rates) if rates else None,
         "firing_rates": rates,
+        "energy": energy,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "wall_time_s": round(time.time() - start + elapsed_before(trainer), 2),  # all segments of a resumed run

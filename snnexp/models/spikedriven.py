@@ -56,6 +56,17 @@ class Erode(nn.Module):
         return self.pool(x.reshape(-1, 1, *x.shape[-2:])).reshape(x.shape)
 
 
+class TokenSum(nn.Module):
+    """The sum over tokens of the masked ``K * V``: SDSA's only additions, one per nonzero entry (its products of
+    spikes are masks), which is how the paper counts its energy (``adds_nonzero_inputs``: see
+    :class:`snnexp.metrics.OperationCounter`)."""
+
+    adds_nonzero_inputs = True
+
+    def forward(self, kv: torch.Tensor) -> torch.Tensor:
+        return kv.sum(dim=-2, keepdim=True)
+
+
 class SPS(nn.Module):
     """Spiking patch splitting with the relative position embedding (official ``MS_SPS``). The first conv
     reads the input and keeps real weights; the others are built through ``weights``."""
@@ -94,6 +105,7 @@ class SDSA(nn.Module):
         self.sn_in = neuron()
         self.q, self.k, self.v = (conv_bn(dim, dim, 1, norm_layer=norm_layer, weights=weights) for _ in range(3))
         self.q_sn, self.k_sn, self.v_sn = (neuron() for _ in range(3))
+        self.token_sum = TokenSum()
         self.kv_sn = neuron(v_threshold=0.5)
         self.proj = conv_bn(dim, dim, 1, bias=True, norm_layer=norm_layer, residual=True, weights=weights)
         self.erode = Erode() if kv_pool else None
@@ -114,7 +126,7 @@ class SDSA(nn.Module):
         kv = k * v
         if self.erode is not None:
             kv = self.erode(kv)
-        kv = self.kv_sn(kv.sum(dim=-2, keepdim=True))  # [T, B, heads, 1, C / heads]
+        kv = self.kv_sn(self.token_sum(kv))  # [T, B, heads, 1, C / heads]
         out = q * kv
         if self.erode is not None:
             out = self.erode(out)
