@@ -109,9 +109,6 @@ class SNNModule(L.LightningModule):
     def _evaluate(self, batch, split: str, prefix: str):
         x, y = batch
         encoded = self.encode(x)
-        if self.operations.calibrating:  # an extra, uncounted pass on the first batch of each evaluation
-            with self.firing.paused():
-                self.operations.calibrate(lambda: self.model(encoded))
         output = self.operations.forward(lambda: self.model(encoded), samples=y.shape[0])
         loss = self.method.loss(output, y)
         scores = self.method.predict(output)

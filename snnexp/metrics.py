@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Callable
 
@@ -29,25 +28,9 @@ class FiringRateMonitor:
     def start(self) -> None:
         self.stop()
         self._sums, self._counts = {}, {}
-        self._attach()
-
-    def _attach(self) -> None:
         for name, module in self.model.named_modules():
             if isinstance(module, MultiStepNeuron):
                 self._handles.append(module.register_forward_hook(self._hook(name)))
-
-    @contextlib.contextmanager
-    def paused(self):
-        """Forward passes inside the block are not counted (e.g. an extra calibration pass)."""
-        attached = bool(self._handles)
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-        try:
-            yield
-        finally:
-            if attached:
-                self._attach()
 
     def _hook(self, name: str):
         def record(module, inputs, output):
@@ -73,40 +56,57 @@ class FiringRateMonitor:
 
 E_MAC_PJ = 4.6  # energy of one 32-bit multiply-accumulate at 45 nm (Horowitz, ISSCC 2014), as SNN papers use it
 E_AC_PJ = 0.9  # one 32-bit accumulate (an input spike's synaptic operation)
+TOLERANCE = 1e-3  # relative: a level within this of a whole number is that number (float32 rounding)
 MAX_SPIKE_UNITS = 16  # distinct spike magnitudes tracked (ternary neurons learn one amplitude per layer)
 
 
-def spike_input_stats(x: torch.Tensor, units: list[float], max_level: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(is_spikes, nonzero)`` of a layer's input, as 0-d device tensors (no host sync).
-
-    The input is spikes when every entry is a whole multiple, at most ``max_level``, of one of ``units``: the
-    magnitudes the model's spiking neurons emit (1 for binary spikes, the amplitude of ternary ones, 1 or 1/D for
-    multi-level ones, with their largest level). An image, an average of spikes or an ANN's activations is not.
-    An all-zero input counts as (silent) spikes.
-    """
+def magnitude_stats(x: torch.Tensor, max_divisor: int = 4) -> torch.Tensor:
+    """``[nonzero count, smallest nonzero magnitude, largest magnitude, grid]`` of ``x`` (float64, on its device):
+    ``grid`` is the smallest k <= ``max_divisor`` such that every entry is a whole multiple of (smallest nonzero
+    magnitude / k), 0 when there is none (levels 2 and 3 of a multi-level neuron without a 1 give k = 2)."""
     magnitude = x.detach().abs()
-    count = (magnitude != 0).sum(dtype=torch.float64)
-    is_spikes = count == 0
-    for unit in units:
-        levels = magnitude / unit
-        whole = ((levels - levels.round()).abs() <= 1e-3).all() & (levels.amax() <= max_level + 1e-3)
-        is_spikes = is_spikes | whole
-    return is_spikes, count
+    nonzero = magnitude != 0
+    unit = torch.where(nonzero, magnitude, torch.full_like(magnitude, float("inf"))).amin()
+    grid = torch.zeros((), dtype=torch.float64, device=x.device)
+    for k in range(max_divisor, 0, -1):  # the last one that fits is the smallest
+        levels = magnitude * (k / unit)
+        fits = (((levels - levels.round()).abs() <= TOLERANCE) | ~nonzero).all()
+        grid = torch.where(fits, torch.tensor(float(k), dtype=torch.float64, device=x.device), grid)
+    return torch.stack([nonzero.sum(dtype=torch.float64), unit.double(), magnitude.amax().double(), grid])
+
+
+def is_spike_input(stats: list[float], units: list[float], max_level: float) -> bool:
+    """Whether an input with :func:`magnitude_stats` ``stats`` is spikes: silent, or every entry a whole multiple,
+    at most ``max_level``, of one of ``units``, the magnitudes the model's spiking neurons emit (1 for binary spikes,
+    the amplitude of ternary ones, 1 or 1/D for multi-level ones). An image, an average of spikes or an ANN's
+    activations is not."""
+    count, unit, largest, grid = stats
+    if count == 0:
+        return True
+    if grid == 0:
+        return False
+    for spike in units:
+        multiple = unit / grid / spike  # the input's grid step in spikes: must be whole
+        if abs(multiple - round(multiple)) <= TOLERANCE and round(multiple) >= 1 \
+                and largest / spike <= max_level + TOLERANCE:
+            return True
+    return False
 
 
 class OperationCounter:
     """Counts each layer's multiply-accumulates (MACs) and synaptic accumulates (ACs) on evaluation passes.
 
-    The first batch after :meth:`start` runs once more, unseen, to calibrate: PyTorch's FLOP counter
+    The first batch after :meth:`start` calibrates, on the side: PyTorch's FLOP counter
     (:class:`torch.utils.flop_counter.FlopCounterMode`) gives each module's own MACs, kept as MACs per input element,
     so any layer built on convolutions or matrix products is counted without code of its own; hooks on the spiking
-    neurons give the magnitudes spikes take. Then, batch by batch, a layer whose input is spikes
-    (:func:`spike_input_stats`) costs one accumulate per nonzero input entry and outgoing connection (its MACs
-    times the input's firing rate, summed over T: the Spike-driven Transformer paper's accounting), and a layer
-    whose input is analog (the encoding layer on static images, an ANN) costs its MACs. Modules that add their
-    nonzero inputs without weights (``adds_nonzero_inputs = True``, e.g. the spike-driven self-attention's token
-    sum) cost one accumulate per nonzero input. Hooks exist only between :meth:`start` and :meth:`stop`, so
-    training runs without them; sums stay on the device until :meth:`stop`.
+    neurons give the magnitudes spikes take, and each layer's input is found to be spikes or not
+    (:func:`is_spike_input`). Then every batch costs one nonzero count per layer: a layer whose input is spikes
+    costs one accumulate per nonzero input entry and outgoing connection (its MACs times the input's firing rate,
+    summed over T: the Spike-driven Transformer paper's accounting), a layer whose input is analog (the encoding
+    layer on static images, an ANN) costs its MACs. Modules that add their nonzero inputs without weights
+    (``adds_nonzero_inputs = True``, e.g. the spike-driven self-attention's token sum) cost one accumulate per
+    nonzero input. Hooks exist only between :meth:`start` and :meth:`stop`, so training runs without them; counts
+    stay on the device until :meth:`stop`.
     """
 
     COLUMNS = ("macs", "acs", "spike_elements", "spike_nonzero", "analog_elements", "dense_macs")
@@ -115,106 +115,123 @@ class OperationCounter:
         self.model = model
         self._handles: list = []
         self._active = False
-        self._per_element: dict[str, float] | None = None
-        self._units: list[float] = []
-        self._max_level = 1.0
-        self._sums: dict[str, list] = {}
+        self._layers: dict[str, tuple[float, bool]] = {}  # name -> (MACs per input element, input is spikes)
+        self._counts: dict[str, list] = {}  # name -> [nonzero input entries (device), input entries]
         self.samples = 0
 
-    # ---- the evaluation pass ------------------------------------------------------------------------------
     def start(self) -> None:
-        """Begin an evaluation pass (the next batch calibrates)."""
+        """Begin an evaluation pass (its first batch calibrates)."""
         self.stop()
-        self._active, self._per_element, self._sums, self.samples = True, None, {}, 0
-
-    @property
-    def calibrating(self) -> bool:
-        """True when the next :meth:`forward` first runs the batch once more to calibrate (see :meth:`calibrate`)."""
-        return self._active and self._per_element is None
+        self._active, self._layers, self._counts, self.samples = True, {}, {}, 0
 
     def forward(self, run: Callable[[], object], samples: int):
         """``run()``, the model's forward on one evaluation batch of ``samples`` samples, counted."""
-        if self.calibrating:
-            self.calibrate(run)
         self.samples += samples
+        if self._active and not self._handles:
+            return self._calibrate(run)
         return run()
-
-    def calibrate(self, run: Callable[[], object]) -> None:
-        """Run ``run()`` once, uncounted, to learn each module's own MACs per input element (FLOP counter) and the
-        magnitudes of the model's spikes; then attach the counting hooks. Other monitors should pause meanwhile."""
-        self._calibrate(run)
-        modules = dict(self.model.named_modules())
-        for name in self._per_element:
-            self._handles.append(modules[name].register_forward_pre_hook(functools.partial(self._record, name)))
 
     def stop(self) -> tuple[list[str], torch.Tensor | None]:
         """Detach the hooks; return the layer names and their summed :attr:`COLUMNS` (``[layers, 6]`` float64)."""
         for handle in self._handles:
             handle.remove()
         self._handles, self._active = [], False
-        names = list(self._sums)
+        names = [name for name in self._layers if name in self._counts]
         if not names:
             return [], None
-        return names, torch.stack([torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self._sums[n][0].device)
-                                                for v in self._sums[n]]) for n in names])
+        nonzero = torch.stack([torch.as_tensor(self._counts[n][0], dtype=torch.float64) for n in names]).cpu()
+        rows = []
+        for name, count in zip(names, nonzero.tolist()):
+            per_element, spikes = self._layers[name]
+            elements = self._counts[name][1]
+            if per_element == 0.0:  # a weightless sum of its nonzero inputs: one accumulate each
+                rows.append([0.0, count, elements, count, 0.0, 0.0])
+            elif spikes:
+                rows.append([0.0, per_element * count, elements, count, 0.0, per_element * elements])
+            else:
+                rows.append([per_element * elements, 0.0, 0.0, 0.0, elements, per_element * elements])
+        return names, torch.tensor(rows, dtype=torch.float64)
 
-    # ---- calibration --------------------------------------------------------------------------------------
-    def _calibrate(self, run: Callable[[], object]) -> None:
-        """Each module's own MACs per input element, and the spike magnitudes of the model's neurons."""
+    # ---- internals ----------------------------------------------------------------------------------------
+    def _calibrate(self, run: Callable[[], object]):
+        """Run the first batch under the FLOP counter; keep the modules that compute, with their inputs' statistics
+        (taken only where a module's FLOPs grew during its call), count this batch, attach the per-batch hooks."""
         from torch.utils.flop_counter import FlopCounterMode
 
         modules = dict(self.model.named_modules())
-        elements: dict[str, int] = {}
-        spikes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        root = type(self.model).__name__
+        flops = FlopCounterMode(display=False)
+        seen: dict[str, list[tuple[torch.Tensor, int]]] = {}
+        pending: dict[str, list] = {}
+        spikes: list[torch.Tensor] = []
 
-        def count_elements(name, module, args):
-            x = _first_float(args)
-            if x is not None:
-                elements[name] = elements.get(name, 0) + x.numel()
+        def flops_so_far(name: str) -> int:
+            return sum(flops.flop_counts.get(f"{root}.{name}" if name else root, {}).values())
 
-        def spike_magnitudes(module, args, output):
-            magnitude = output.detach().abs()
-            unit = torch.where(magnitude != 0, magnitude, torch.full_like(magnitude, float("inf"))).amin()
-            spikes.append((unit, magnitude.amax()))
+        def before(name, module, args):
+            pending.setdefault(name, []).append((_first_float(args), flops_so_far(name)))
 
-        handles = [m.register_forward_pre_hook(functools.partial(count_elements, n)) for n, m in modules.items()]
-        handles += [m.register_forward_hook(spike_magnitudes) for m in modules.values()
-                    if isinstance(m, MultiStepNeuron)]
+        def after(name, module, args, output):
+            x, flops_before = pending[name].pop()
+            computes = flops_so_far(name) > flops_before or getattr(module, "adds_nonzero_inputs", False)
+            if x is not None and computes:  # only layers that compute pay for the statistics, once per pass
+                stats = magnitude_stats(_sample(x))  # spikes or not: decided on a sample; the count is exact
+                stats[0] = torch.count_nonzero(x.detach())
+                seen.setdefault(name, []).append((stats, x.numel()))
+
+        def record_spikes(module, args, output):
+            spikes.append(magnitude_stats(output, max_divisor=1))
+
+        handles = []
+        for name, module in modules.items():
+            handles.append(module.register_forward_pre_hook(functools.partial(before, name)))
+            handles.append(module.register_forward_hook(functools.partial(after, name)))
+            if isinstance(module, MultiStepNeuron):
+                handles.append(module.register_forward_hook(record_spikes))
         try:
-            with FlopCounterMode(display=False) as flops:
-                run()
+            with flops:
+                output = run()
         finally:
             for handle in handles:
                 handle.remove()
+        units, max_level = _spike_magnitudes(spikes)
         own = _own_macs(self.model, flops.get_flop_counts())
-        self._per_element = {name: own[name] / elements[name] for name in modules
-                             if own.get(name, 0) > 0 and elements.get(name)}
-        self._per_element.update({name: 0.0 for name, m in modules.items()
-                                  if getattr(m, "adds_nonzero_inputs", False)})
-        found = [(u, m / u) for u, m in torch.tensor([[u, m] for u, m in spikes] or [[0.0, 0.0]],
-                                                     dtype=torch.float64).tolist() if 0 < u < float("inf")]
-        self._units = sorted({round(u, 6) for u, _ in found})[:MAX_SPIKE_UNITS]
-        self._max_level = max([round(level) for _, level in found] or [1])
+        for name, calls in seen.items():
+            weightless = getattr(modules[name], "adds_nonzero_inputs", False)
+            if own.get(name, 0) <= 0 and not weightless:  # its FLOPs were its children's
+                continue
+            stats = torch.stack([s for s, _ in calls]).tolist()  # one host read per layer, once per pass
+            elements = sum(numel for _, numel in calls)
+            per_element = 0.0 if weightless else own[name] / elements
+            self._layers[name] = (per_element, all(is_spike_input(s, units, max_level) for s in stats))
+            self._counts[name] = [sum(s[0] for s in stats), elements]
+            self._handles.append(modules[name].register_forward_pre_hook(functools.partial(self._record, name)))
+        return output
 
-    # ---- counting -----------------------------------------------------------------------------------------
     def _record(self, name: str, module: nn.Module, args) -> None:
         x = _first_float(args)
-        if x is None:
-            return
-        is_spikes, nonzero = spike_input_stats(x, self._units, self._max_level)
-        per_element, numel = self._per_element[name], x.numel()
-        spikes = is_spikes.to(torch.float64)
-        if per_element == 0.0:  # a weightless sum of its nonzero inputs: one accumulate each
-            row = [nonzero * 0, nonzero, spikes * numel, spikes * nonzero, (1 - spikes) * numel, nonzero * 0]
-        else:
-            row = [(1 - spikes) * per_element * numel, spikes * per_element * nonzero, spikes * numel,
-                   spikes * nonzero, (1 - spikes) * numel, nonzero * 0 + per_element * numel]
-        sums = self._sums.get(name)
-        self._sums[name] = row if sums is None else [a + b for a, b in zip(sums, row)]
+        if x is not None:
+            counts = self._counts[name]
+            counts[0] = counts[0] + torch.count_nonzero(x.detach())
+            counts[1] += x.numel()
+
+
+def _sample(x: torch.Tensor, size: int = 1 << 16) -> torch.Tensor:
+    """About ``size`` entries of ``x``, evenly strided: enough to tell spikes from analog values, at little cost."""
+    flat = x.detach().reshape(-1)
+    return flat[:: max(1, flat.numel() // size)]
 
 
 def _first_float(args) -> torch.Tensor | None:
     return next((a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
+
+
+def _spike_magnitudes(stats: list[torch.Tensor]) -> tuple[list[float], float]:
+    """The distinct magnitudes the neurons emitted (their smallest nonzero outputs) and the largest level."""
+    found = [(unit, largest / unit) for count, unit, largest, _ in (torch.stack(stats).tolist() if stats else [])
+             if count > 0]
+    units = sorted({round(unit, 6) for unit, _ in found})[:MAX_SPIKE_UNITS]
+    return units, max([round(level) for _, level in found] or [1])
 
 
 def _own_macs(model: nn.Module, counts: dict[str, dict]) -> dict[str, float]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from helpers.runs import SHORT, run_and_summarise
-from snnexp.metrics import E_AC_PJ, E_MAC_PJ, OperationCounter, operations_per_sample, spike_input_stats
+from snnexp.metrics import E_AC_PJ, E_MAC_PJ, OperationCounter, is_spike_input, magnitude_stats, operations_per_sample
 from snnexp.models import create_model
 from snnexp.neurons import LIF, MultiStepNeuron
 
@@ -119,8 +119,9 @@ def test_a_convolution_on_spikes_costs_its_macs_times_the_input_firing_rate():
     ([0.1, 0.37, 1.0], [1.0], 1, False), ([0.0, 1.0, 1.0], [], 1, False),  # analog; no spiking neurons (an ANN)
 ])
 def test_which_inputs_are_spikes(values, units, max_level, spikes):
-    is_spikes, nonzero = spike_input_stats(torch.tensor(values), units, max_level)
-    assert bool(is_spikes) is spikes and nonzero.item() == sum(v != 0 for v in values)
+    stats = magnitude_stats(torch.tensor(values)).tolist()
+    assert stats[0] == sum(v != 0 for v in values)
+    assert is_spike_input(stats, units, max_level) is spikes
 
 
 # ---- real architectures: MACs as ANNs against the layer lists -------------------------------------------------
