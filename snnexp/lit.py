@@ -59,7 +59,8 @@ class SNNModule(L.LightningModule):
         self.energy_pj = tuple(energy)  # (per MAC, per AC)
         self.last_operations: dict[str, dict] = {}  # "val" / "test" / "test_T<n>" -> operations_per_sample(...)
         self.test_prefix = "test"  # "test_T<n>" while evaluating at another number of time steps
-        self.last_firing_rates: dict[str, float] = {}
+        self.last_firing_rates: dict[str, float] = {}  # the last validation pass's, over every process
+        self.test_firing_rates: dict[str, dict[str, float]] = {}  # test prefix -> rates of this process's test pass
         self._val_samples = 0  # validation samples this process saw this epoch: its weight in the global rates
 
     def encode(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
@@ -169,15 +170,25 @@ class SNNModule(L.LightningModule):
         totals = self.trainer.strategy.reduce(local, reduce_op="sum").tolist()
         return {name: spikes / count for name, (spikes, count) in zip(names, totals) if count > 0}
 
+    def on_test_start(self):
+        self.method.prepare_test(self)
+
     def on_test_epoch_start(self):
         self.method.on_evaluation_start(self)
         self.operations.start()
+        self.firing.start()
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test", self.test_prefix)
 
     def on_test_epoch_end(self):
         self._log_operations(self.test_prefix)
+        rates = self.firing.stop()  # one process's: the summary falls back on them only without validation
+        if rates:
+            self.test_firing_rates[self.test_prefix] = rates
+            self.log(f"{self.test_prefix}/firing_rate", sum(rates.values()) / len(rates), sync_dist=True)
+        for name, value in self.method.test_metrics().items():
+            self.log(f"{self.test_prefix}/{name}", value, sync_dist=True)
 
     # ---- optimisation and checkpoints -----------------------------------------------------------------
     def configure_optimizers(self):

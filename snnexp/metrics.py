@@ -34,7 +34,8 @@ class FiringRateMonitor:
 
     def _hook(self, name: str):
         def record(module, inputs, output):
-            total = output.detach().abs().sum(dtype=torch.float64)
+            # spikes per neuron and step: a converted IF neuron emits its threshold per spike
+            total = output.detach().abs().sum(dtype=torch.float64) / getattr(module, "spike_amplitude", 1.0)
             self._sums[name] = self._sums[name] + total if name in self._sums else total
             self._counts[name] = self._counts.get(name, 0) + output.numel()
 
@@ -57,7 +58,7 @@ class FiringRateMonitor:
 E_MAC_PJ = 4.6  # energy of one 32-bit multiply-accumulate at 45 nm (Horowitz, ISSCC 2014), as SNN papers use it
 E_AC_PJ = 0.9  # one 32-bit accumulate (an input spike's synaptic operation)
 TOLERANCE = 1e-3  # relative: a level within this of a whole number is that number (float32 rounding)
-MAX_SPIKE_UNITS = 16  # distinct spike magnitudes tracked (ternary neurons learn one amplitude per layer)
+MAX_SPIKE_UNITS = 64  # distinct spike magnitudes tracked (ternary and converted neurons: one per layer)
 
 
 def magnitude_stats(x: torch.Tensor, max_divisor: int = 4) -> torch.Tensor:

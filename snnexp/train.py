@@ -154,7 +154,8 @@ def run(cfg: DictConfig) -> float | None:
     summary = {"status": "running", "resumed_from": ckpt_path}
     preempted = None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if module.method.trains():  # a method converting a given checkpoint only tests
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         val = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         best = _best_checkpoint(trainer)
         test_ckpt = best if (cfg.eval.ckpt == "best" and best) else None
@@ -266,7 +267,7 @@ def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: flo
     best = {}
     if cb is not None and cb.best_model_score is not None:
         best = {"metric": cb.monitor, "score": _number(cb.best_model_score), "checkpoint": cb.best_model_path}
-    rates = module.last_firing_rates
+    rates = module.last_firing_rates or module.test_firing_rates.get("test", {})  # no validation: e.g. converted
     split = next((s for s in ("test", "val") if s in module.last_operations), None)
     energy = None
     if split is not None:  # per sample, with each layer's MACs, ACs and input firing rate
@@ -309,6 +310,8 @@ def results_table(summary: dict, out_dir: Path):
     best = summary.get("best") or {}
     table.add_row(f"best {best.get('metric', 'val/acc')}", percent(best.get("score")))
     table.add_row("test accuracy", percent((summary.get("test") or {}).get("test/acc")))
+    if "test/ann_acc" in (summary.get("test") or {}):  # a converted SNN: its ANN's own accuracy beside it
+        table.add_row("ANN test accuracy", percent(summary["test"]["test/ann_acc"]))
     for T, metrics in (summary.get("test_by_T") or {}).items():
         table.add_row(f"test accuracy at T={T}", percent(metrics.get("acc")))
     table.add_row("mean firing rate", "-" if summary["firing_rate"] is None else f"{summary['firing_rate']:.4f}")

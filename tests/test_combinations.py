@@ -7,6 +7,7 @@ that cannot work are refused at start-up with a clear message.
 Datasets are generated in their real on-disk formats by the writers of tests/helpers/formats.py (the ``data_roots``
 fixture)."""
 
+import copy
 import json
 
 import pytest
@@ -29,8 +30,19 @@ def _spiking_layers(model):
 
 # Combinations refused on purpose: method -> (the models it refuses, by what they lack; the refusal's message). They
 # are asserted as refusals wherever the cells below meet them; the method's own file tests them further.
+def _not_convertible(model) -> bool:
+    from snnexp.training.conversion import fold_batchnorm, unfolded_norms
+
+    blocked = any(getattr(m, "conversion_blocker", None) for m in model.modules())
+    folded = copy.deepcopy(model)
+    fold_batchnorm(folded)
+    return blocked or bool(unfolded_norms(folded))
+
+
 REFUSED = {
     "mtt": (lambda model: not hasattr(model, "stages"), r"needs a model\s+with `stages`"),
+    "convert": (_not_convertible, "cannot convert this model"),
+    "dual_phase": (_not_convertible, "cannot convert this model"),
     "imloss": (lambda model: _spiking_layers(model) < 3, "spiking layers except the first and the last"),
 }
 

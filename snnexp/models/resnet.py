@@ -1,5 +1,6 @@
 """Spiking ResNets with BasicBlocks: ResNet-18/34 (He et al., CVPR 2016), TET's ResNet-19 (Deng et al.,
-ICLR 2022; first in Zheng et al., AAAI 2021) and He et al.'s CIFAR ResNet-20.
+ICLR 2022; first in Zheng et al., AAAI 2021), He et al.'s CIFAR ResNet-20 and SNN Calibration's wider ResNet-20
+(Li et al., ICML 2021).
 
 A block is conv-BN-neuron-conv-BN, plus the shortcut (identity, or 1x1 conv + BN where the shape changes),
 then a neuron: the residual joins before the neuron, so every block emits spikes (TET's code). The block's
@@ -13,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from snnexp.models.binary import WeightsFn, real_weights, weights_for
+from snnexp.models.binary import WeightsFn, init_weight_, real_weights, weights_for
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
 from snnexp.models.norm import NormLayer, batch_norm, make_norm_layer
 from snnexp.models.output import ModelOutput
@@ -34,6 +35,7 @@ VARIANTS = {
     "resnet34": ResNetSpec((3, 4, 6, 3), (64, 128, 256, 512), (1, 2, 2, 2), stem_width=64),
     "resnet19": ResNetSpec((3, 3, 2), (128, 256, 512), (1, 2, 2), stem_width=64, hidden=256),
     "resnet20": ResNetSpec((3, 3, 3), (16, 32, 64), (1, 2, 2), stem_width=16),
+    "resnet20_calib": ResNetSpec((3, 3, 3), (64, 128, 256), (1, 2, 2), stem_width=64),
 }
 
 STEMS = ("auto", "cifar", "imagenet")
@@ -171,3 +173,25 @@ def resnet20(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], 
     """
     return _resnet("resnet20", neuron=neuron, input_shape=input_shape, num_classes=num_classes, stem=stem,
                    zero_init_residual=zero_init_residual, norm=norm, binary_weights=binary_weights)
+
+
+@register_model("resnet20_calib")
+def resnet20_calib(*, neuron: Callable[..., nn.Module], input_shape: tuple[int, ...], num_classes: int,
+                   stem: str = "auto", zero_init_residual: bool = False, norm: str = "bn",
+                   binary_weights: bool = False) -> SpikingResNet:
+    """SNN Calibration's CIFAR ResNet-20 (Li et al., ICML 2021; yhhhli/SNN_Calibration,
+    models/CIFAR/models/resnet.py with ``use_bn``): He's layout at 4x the width, conv3x3 -> 64 - BN - neuron,
+    3 stages of 3 BasicBlocks at 64/128/256 channels (strides 1/2/2), 1x1 conv + BN shortcuts where the shape
+    changes, avg pool, fc 256 -> classes. The official initialisation: conv weights N(0, 2 / (k*k*out_channels)),
+    fc weights N(0, (1 / in_features)^2) and fc bias 0 (BN keeps weight 1, bias 0).
+    """
+    model = _resnet("resnet20_calib", neuron=neuron, input_shape=input_shape, num_classes=num_classes, stem=stem,
+                    zero_init_residual=zero_init_residual, norm=norm, binary_weights=binary_weights)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                init_weight_(m, nn.init.kaiming_normal_, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                init_weight_(m, nn.init.normal_, 0.0, 1.0 / m.in_features)
+                nn.init.zeros_(m.bias)
+    return model

@@ -98,6 +98,8 @@ class SPS(nn.Module):
 class SDSA(nn.Module):
     """Spike-driven self-attention (official ``MS_SSA_Conv``, mode "direct_xor"), with its shortcut."""
 
+    conversion_blocker = "spike-driven self-attention multiplies spikes (Q * KV): no ReLU network computes that"
+
     def __init__(self, dim: int, heads: int, neuron: Callable[..., nn.Module], kv_pool: bool,
                  norm_layer: NormLayer = batch_norm, weights: WeightsFn = real_weights, drop_path_rate: float = 0.0):
         super().__init__()

@@ -65,6 +65,17 @@ class Method(nn.Module):
     def on_evaluation_start(self, module) -> None:
         """Before each validation or test pass (e.g. recalibrate BatchNorm statistics at the evaluation T)."""
 
+    def trains(self) -> bool:
+        """False when the method needs no training (e.g. converting a given ANN checkpoint): the run only tests."""
+        return True
+
+    def prepare_test(self, module) -> None:
+        """Before each test pass, after the tested weights are loaded (e.g. convert the trained ANN into an SNN)."""
+
+    def test_metrics(self) -> dict[str, float]:
+        """Extra numbers logged with every test pass, as ``<test prefix>/<key>`` (e.g. the ANN's own accuracy)."""
+        return {}
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
                          if not k.startswith("_") and k != "training" and not isinstance(v, (nn.Module, torch.Tensor)))
