@@ -7,6 +7,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from snnexp.neurons import MultiStepNeuron
 
@@ -155,26 +157,24 @@ class OperationCounter:
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _calibrate(self, run: Callable[[], object]):
-        """Run the first batch under the FLOP counter; keep the modules that compute, with their inputs' statistics
-        (taken only where a module's FLOPs grew during its call), count this batch, attach the per-batch hooks."""
-        from torch.utils.flop_counter import FlopCounterMode
-
-        modules = dict(self.model.named_modules())
-        root = type(self.model).__name__
-        flops = FlopCounterMode(display=False)
+        """Run the first batch counting each module's own FLOPs (:class:`_FlopsByModule`) with its inputs'
+        statistics taken where it computed; keep the modules that compute, count this batch, attach the hooks."""
+        # not the weight parametrizations (binarised weights): they run inside a layer's weight lookup
+        modules = {n: m for n, m in self.model.named_modules() if "parametrizations" not in n.split(".")}
+        stack: list[str] = []
+        flops = _FlopsByModule(stack)
         seen: dict[str, list[tuple[torch.Tensor, int]]] = {}
         pending: dict[str, list] = {}
         spikes: list[torch.Tensor] = []
 
-        def flops_so_far(name: str) -> int:
-            return sum(flops.flop_counts.get(f"{root}.{name}" if name else root, {}).values())
-
         def before(name, module, args):
-            pending.setdefault(name, []).append((_first_float(args), flops_so_far(name)))
+            pending.setdefault(name, []).append((_first_float(args), flops.counts.get(name, 0)))
+            stack.append(name)
 
         def after(name, module, args, output):
+            stack.pop()
             x, flops_before = pending[name].pop()
-            computes = flops_so_far(name) > flops_before or getattr(module, "adds_nonzero_inputs", False)
+            computes = flops.counts.get(name, 0) > flops_before or getattr(module, "adds_nonzero_inputs", False)
             if x is not None and computes:  # only layers that compute pay for the statistics, once per pass
                 stats = magnitude_stats(_sample(x))  # spikes or not: decided on a sample; the count is exact
                 stats[0] = torch.count_nonzero(x.detach())
@@ -189,21 +189,18 @@ class OperationCounter:
             handles.append(module.register_forward_hook(functools.partial(after, name)))
             if isinstance(module, MultiStepNeuron):
                 handles.append(module.register_forward_hook(record_spikes))
-        try:
-            with flops:
+        try:  # Python dispatch modes see nothing in inference mode (Lightning's test loop): step out of it
+            with torch.inference_mode(False), torch.no_grad(), flops:
                 output = run()
         finally:
             for handle in handles:
                 handle.remove()
         units, max_level = _spike_magnitudes(spikes)
-        own = _own_macs(self.model, flops.get_flop_counts())
         for name, calls in seen.items():
             weightless = getattr(modules[name], "adds_nonzero_inputs", False)
-            if own.get(name, 0) <= 0 and not weightless:  # its FLOPs were its children's
-                continue
             stats = torch.stack([s for s, _ in calls]).tolist()  # one host read per layer, once per pass
             elements = sum(numel for _, numel in calls)
-            per_element = 0.0 if weightless else own[name] / elements
+            per_element = 0.0 if weightless else flops.counts[name] / 2 / elements  # FLOPs count a MAC as 2
             self._layers[name] = (per_element, all(is_spike_input(s, units, max_level) for s in stats))
             self._counts[name] = [sum(s[0] for s in stats), elements]
             self._handles.append(modules[name].register_forward_pre_hook(functools.partial(self._record, name)))
@@ -235,18 +232,23 @@ def _spike_magnitudes(stats: list[torch.Tensor]) -> tuple[list[float], float]:
     return units, max([round(level) for _, level in found] or [1])
 
 
-def _own_macs(model: nn.Module, counts: dict[str, dict]) -> dict[str, float]:
-    """``{module name: MACs of its own operations}`` from FlopCounterMode's per-module FLOPs, which include every
-    module called inside (containers that are never called, like ``nn.ModuleDict``, have no entry)."""
-    root = type(model).__name__
-    total = {key: sum(ops.values()) / 2 for key, ops in counts.items()}  # the FLOP counter counts a MAC as 2
-    own = {}
-    for name, _ in model.named_modules():
-        key = f"{root}.{name}" if name else root
-        inside = [k for k in total if k.startswith(key + ".")]
-        nearest = [k for k in inside if not any(k.startswith(other + ".") for other in inside)]
-        own[name] = total.get(key, 0.0) - sum(total[k] for k in nearest)
-    return own
+class _FlopsByModule(TorchDispatchMode):
+    """FLOPs of every operator PyTorch's FLOP counter knows (convolutions, matrix products, attention), credited
+    to the innermost module running (the top of ``stack``, kept by the counter's hooks)."""
+
+    def __init__(self, stack: list[str]):
+        super().__init__()
+        self.stack = stack
+        self.counts: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None and self.stack:
+            name = self.stack[-1]
+            self.counts[name] = self.counts.get(name, 0) + formula(*args, **kwargs, out_val=out)
+        return out
 
 
 def operations_per_sample(names: list[str], totals: torch.Tensor | None, samples: int,

@@ -60,6 +60,7 @@ class Convert(Method):
         self.snn_T = 1
         self.ann_acc: float | None = None
         self.converted = False
+        self._iterations = calib_iterations
 
     # ---- the ANN phase --------------------------------------------------------------------------------------
     def timesteps(self, T: int) -> int:
@@ -113,7 +114,9 @@ class Convert(Method):
                                     f"conv or linear layer: {', '.join(remaining[:4])}")
         self.ann_acc = _accuracy(model, datamodule.test_dataloader(), module, T=1,
                                  batches=_test_batches(module.trainer))
-        x = _samples(datamodule.train_dataloader(), self.calib_samples, module.device)
+        smoke_test = bool(module.trainer.fast_dev_run)  # a smoke test calibrates on one batch, one step per layer
+        x = _samples(datamodule.train_dataloader(), 1 if smoke_test else self.calib_samples, module.device)
+        self._iterations = 1 if smoke_test else self.calib_iterations
         ann = copy.deepcopy(model)
         ann_outputs = activation_inputs_outputs(ann, lambda: ann(module.encode(x, 1)))
         self._put_neurons(model, ann_outputs)
@@ -145,7 +148,7 @@ class Convert(Method):
         calibration.correct(model, order, ann_outputs, run, self.snn_T, bias=True,
                             potential=self.calibration == "advanced")
         if self.weight_calibration:
-            calibration.calibrate_weights(model, order, feeding, ann_outputs, run, self.calib_iterations,
+            calibration.calibrate_weights(model, order, feeding, ann_outputs, run, self._iterations,
                                           self.calib_lr, loss="mse")
 
     def test_metrics(self) -> dict[str, float]:

@@ -24,7 +24,7 @@ class DualPhase(Convert):
     def _calibrate(self, model, ann_outputs, run) -> None:
         order, feeding = calibration.neurons_in_order(model, run)
         calibration.correct(model, order, ann_outputs, run, self.snn_T, bias=False, potential=True)
-        calibration.calibrate_weights(model, order, feeding, ann_outputs, run, self.calib_iterations, self.calib_lr,
+        calibration.calibrate_weights(model, order, feeding, ann_outputs, run, self._iterations, self.calib_lr,
                                       loss="kl")
 
     def _name(self) -> str:
