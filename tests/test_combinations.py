@@ -30,9 +30,15 @@ def _spiking_layers(model):
 
 # Combinations refused on purpose: method -> (the models it refuses, by what they lack; the refusal's message). They
 # are asserted as refusals wherever the cells below meet them; the method's own file tests them further.
-def _not_convertible(model) -> bool:
+EVENT_DATA = {"cifar10dvs", "dvsgesture", "nmnist", "synthetic_dvs"}  # conf/data options of event sequences
+
+
+def _not_convertible(model, data: str) -> bool:
+    """Conversion refuses spike-multiplying models, unfoldable norms and event data (it feeds a static image)."""
     from snnexp.training.conversion import fold_batchnorm, unfolded_norms
 
+    if data in EVENT_DATA:
+        return True
     blocked = any(getattr(m, "conversion_blocker", None) for m in model.modules())
     folded = copy.deepcopy(model)
     fold_batchnorm(folded)
@@ -98,8 +104,8 @@ def test_method_runs_on_architecture(method, model, data_roots, partners, ann_te
     student = [f"model={name}", *shrink(name), *data_roots[data]]
     extra = [f"method.teacher_ckpt={ann_teacher(*student)}"] if needs_teacher(method) else []
     overrides = [f"method={method}", *student, *extra]
-    refuses, message = REFUSED.get(method, (lambda m: False, None))
-    if refuses(partners.build(name, data, *shrink(name))):
+    refuses, message = REFUSED.get(method, (lambda m, d: False, None))
+    if refuses(partners.build(name, data, *shrink(name)), data):
         with pytest.raises(IncompatibleError, match=message):
             _fast_run(tmp_path, *overrides)
         return

@@ -130,10 +130,10 @@ class Convert(Method):
     def _put_neurons(self, model: nn.Module, ann_outputs: dict[str, torch.Tensor]) -> None:
         for name, output in ann_outputs.items():
             activation = model.get_submodule(name)
-            if self.threshold == "trained":
-                theta = float(activation.threshold.detach())
-            else:
-                theta = threshold_from(output, self.threshold, self.snn_T, self.percentile)
+            theta = float(activation.threshold.detach()) if self.threshold == "trained" else None
+            if theta is None or not 0 < theta < float("inf"):  # data thresholds, or a trained one gone non-positive
+                theta = threshold_from(output, "max" if self.threshold == "trained" else self.threshold, self.snn_T,
+                                       self.percentile)
             neuron = IFNeuron(theta, self.shift, channels=output.shape[2] if output.dim() > 2 else None)
             replace_module(model, name, neuron.to(output.device))
         leftover = [n for n, m in model.named_modules() if isinstance(m, CONVERTIBLE)]
