@@ -45,11 +45,11 @@ def _not_convertible(model, data: str) -> bool:
     return blocked or bool(unfolded_norms(folded))
 
 
-REFUSED = {
-    "mtt": (lambda model: not hasattr(model, "stages"), r"needs a model\s+with `stages`"),
+REFUSED = {  # method: (refuses(model, data), the message's pattern)
+    "mtt": (lambda model, data: not hasattr(model, "stages"), r"needs a model\s+with `stages`"),
     "convert": (_not_convertible, "cannot convert this model"),
     "dual_phase": (_not_convertible, "cannot convert this model"),
-    "imloss": (lambda model: _spiking_layers(model) < 3, "spiking layers except the first and the last"),
+    "imloss": (lambda model, data: _spiking_layers(model) < 3, "spiking layers except the first and the last"),
 }
 
 
