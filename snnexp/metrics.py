@@ -99,8 +99,9 @@ def is_spike_input(stats: list[float], units: list[float], max_level: float) -> 
 class OperationCounter:
     """Counts each layer's multiply-accumulates (MACs) and synaptic accumulates (ACs) on evaluation passes.
 
-    The first batch after :meth:`start` calibrates, on the side: PyTorch's FLOP counter
-    (:class:`torch.utils.flop_counter.FlopCounterMode`) gives each module's own MACs, kept as MACs per input element,
+    The first batch after :meth:`start` calibrates, on the side: PyTorch's FLOP formulas
+    (``torch.utils.flop_counter.flop_registry``, credited to the innermost running module by :class:`_FlopsByModule`)
+    give each module's own MACs, kept as MACs per input element,
     so any layer built on convolutions or matrix products is counted without code of its own; hooks on the spiking
     neurons give the magnitudes spikes take, and each layer's input is found to be spikes or not
     (:func:`is_spike_input`). Then every batch costs one nonzero count per layer: a layer whose input is spikes
