@@ -88,7 +88,7 @@ def is_spike_input(stats: list[float], units: list[float], max_level: float) -> 
         return True
     if grid == 0:
         return False
-    for spike in units:
+    for spike in (u for u in units if u > 0):
         multiple = unit / grid / spike  # the input's grid step in spikes: must be whole
         if abs(multiple - round(multiple)) <= TOLERANCE and round(multiple) >= 1 \
                 and largest / spike <= max_level + TOLERANCE:
@@ -216,8 +216,12 @@ class OperationCounter:
 
 
 def _sample(x: torch.Tensor, size: int = 1 << 16) -> torch.Tensor:
-    """About ``size`` entries of ``x``, evenly strided: enough to tell spikes from analog values, at little cost."""
+    """About ``size`` of the nonzero entries of ``x``, evenly strided: enough to tell spikes from analog values, at
+    little cost (zeros say nothing, and a sparse input's strided sample could be all zeros)."""
     flat = x.detach().reshape(-1)
+    flat = flat[flat != 0]
+    if flat.numel() == 0:
+        return x.new_zeros(1)
     return flat[:: max(1, flat.numel() // size)]
 
 
@@ -229,7 +233,7 @@ def _spike_magnitudes(stats: list[torch.Tensor]) -> tuple[list[float], float]:
     """The distinct magnitudes the neurons emitted (their smallest nonzero outputs) and the largest level."""
     found = [(unit, largest / unit) for count, unit, largest, _ in (torch.stack(stats).tolist() if stats else [])
              if count > 0]
-    units = sorted({round(unit, 6) for unit, _ in found})[:MAX_SPIKE_UNITS]
+    units = sorted({float(f"{unit:.6g}") for unit, _ in found})[:MAX_SPIKE_UNITS]  # relative: θ may be tiny
     return units, max([round(level) for _, level in found] or [1])
 
 

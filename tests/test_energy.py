@@ -108,12 +108,23 @@ def test_a_convolution_on_spikes_costs_its_macs_times_the_input_firing_rate():
     assert layer["acs"] == pytest.approx(macs * int(spikes.count_nonzero()) / spikes.numel(), rel=1e-12)
 
 
+def test_a_layer_reading_very_sparse_spikes_is_still_seen_to_read_spikes():
+    """Spike statistics come from a sample of the input's nonzero entries: an evenly strided sample of all
+    entries would miss the few spikes of a large, nearly silent input (seen on converted deep nets)."""
+    spikes = torch.zeros(T * B * 40, 2, 64, 64)
+    spikes.view(-1)[[12345, 999_999, 2_000_001]] = 0.25  # a converted IF layer: spikes of amplitude θ = 0.25
+    ops = count(SpikesThenConv(), [spikes], [spikes], batch_dim=0)
+    layer = ops["layers"]["conv"]
+    assert layer["macs"] == 0.0 and layer["acs"] == pytest.approx(3 * 4 * 9 / spikes.shape[0], rel=0.01)
+
+
 @pytest.mark.parametrize(("values", "units", "max_level", "spikes"), [
     ([0.0, 1.0, 1.0], [1.0], 1, True),  # binary
     ([-0.5, 0.0, 0.5], [0.5], 1, True),  # ternary with amplitude 0.5
     ([0.0, 1.0, 2.0, 3.0], [1.0], 3, True), ([0.0, 2.0, 3.0], [1.0], 3, True),  # multi-level (MLF, K = 3)
     ([0.0, 0.25, 0.75, 1.0], [0.25], 4, True),  # normalised integer spikes (I-LIF, D = 4)
     ([0.0, 0.0], [], 1, True),  # silent
+    ([0.0, 3e-7, 6e-7], [3e-7], 2, True), ([0.0, 1.0], [0.0], 1, False),  # a converted IF layer's tiny θ; no unit
     ([0.0, 1.0, 2.0], [1.0], 1, False),  # a sum of binary spikes: beyond the neurons' largest level
     ([0.0, 1 / 64, 3 / 64], [1.0], 1, False),  # spikes averaged over 8 x 8 pixels
     ([0.1, 0.37, 1.0], [1.0], 1, False), ([0.0, 1.0, 1.0], [], 1, False),  # analog; no spiking neurons (an ANN)
