@@ -290,10 +290,17 @@ def _describe(cfg: DictConfig, trainer: L.Trainer, module: SNNModule, start: flo
             "encoder": cfg.encoder,
             "optimizer": OmegaConf.to_container(cfg.optim),
             "lr_scheduler": OmegaConf.to_container(cfg.scheduler) if cfg.get("scheduler") is not None else None,
+            **{f"{g}_options": _options(cfg, g) for g in ("method", "model", "neuron")},
             "max_epochs": cfg.trainer.max_epochs,
             "batch_size": cfg.data.get("batch_size"),
         },
     }
+
+
+def _options(cfg: DictConfig, group: str) -> dict | None:
+    """A config group's options as the run used them (``method.calibration``, ``model.width``, ...)."""
+    node = cfg.get(group)
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_dict(node) else None
 
 
 def results_table(summary: dict, out_dir: Path):

@@ -165,6 +165,25 @@ def test_by_groups_on_the_given_keys_only(multirun):
     assert row["test_acc_pct_std"] == pytest.approx(statistics.stdev(accs))
 
 
+def test_conversion_runs_group_by_the_method_option_that_varies_and_show_the_ann_accuracy(tmp_path, capsys):
+    """A multirun over method.calibration (options kept in summary.json's config.method_options) is grouped by it,
+    and the converted runs' ANN accuracy (test/ann_acc) gets its own column."""
+    for job, (calibration, acc, seed) in enumerate([("none", 0.5, 0), ("none", 0.6, 1), ("light", 0.8, 0)]):
+        run = summary("convert", seed, acc=acc, method_options={"_target_": "snnexp.methods.convert.Convert",
+                                                                "calibration": calibration, "shift": False})
+        run["config"]["method_options"] = run.pop("method_options")
+        run["test"]["test/ann_acc"] = 0.9 + 0.01 * seed
+        write_run(tmp_path / "sweep" / str(job), run)
+    comparison = compare([tmp_path / "sweep"])
+    assert comparison.keys == ["data", "method.calibration"]  # the constant shift and Hydra's _target_ are not keys
+    rows = {row["method.calibration"]: row for row in comparison.rows}
+    assert rows["none"]["n"] == 2 and rows["none"]["test_acc_pct_mean"] == pytest.approx(55.0)
+    assert rows["none"]["ann_test_acc_pct_mean"] == pytest.approx(90.5) and rows["light"]["n"] == 1
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 0
+    assert "| method.calibration | n | not averaged | best val acc % | test acc % | ANN test acc % |" in \
+        capsys.readouterr().out
+
+
 def test_runs_without_energy_show_a_dash(tmp_path, capsys):
     write_run(tmp_path / "old", summary("sdt", 0, energy=False))
     write_run(tmp_path / "new", summary("sdt", 1, acc=0.8))

@@ -15,7 +15,9 @@ from snnexp.compare.runs import CompareError, Loaded, Run
 
 # the scalar choices of summary["config"] that may name a group; "seed" is what gets aggregated, never a key
 CHOICES = ("data", "model", "neuron", "method", "optim", "scheduler", "T", "encoder", "batch_size", "max_epochs")
-HYPERPARAMETERS = ("optimizer", "lr_scheduler")  # blocks flattened to optimizer.lr, lr_scheduler.T_max, ...
+# blocks flattened to optimizer.lr, lr_scheduler.T_max, method.calibration, model.width, neuron.tau, ...
+HYPERPARAMETERS = {"optimizer": "optimizer", "lr_scheduler": "lr_scheduler", "method_options": "method",
+                   "model_options": "model", "neuron_options": "neuron"}
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ BASE_METRICS = [
     Metric("best_val_acc_pct", "best val acc %", ".2f", best_val_acc),
     Metric("test_acc_pct", "test acc %", ".2f", percent("test/acc", "test")),
 ]
+ANN_ACC = Metric("ann_test_acc_pct", "ANN test acc %", ".2f", percent("test/ann_acc", "test"))  # conversion runs
 COST_METRICS = [
     Metric("energy_mJ", "energy mJ/sample", ".4g", test_metric("energy_mJ", "energy_mJ")),
     Metric("sops", "SOPs", ".4g", test_metric("sops", "sops")),
@@ -129,8 +132,9 @@ def compare_runs(loaded: Loaded, by: list[str] | None = None) -> Comparison:
         raise CompareError(no_runs_message(loaded))
     averaged = [r for r in runs if r.averaged] or runs
     keys = grouping_keys(averaged, by)
-    metrics = BASE_METRICS + [Metric(f"test_acc_T{T}_pct", f"test acc % T={T}", ".2f", acc_at_T(T))
-                              for T in test_Ts(averaged)] + COST_METRICS
+    ann = [ANN_ACC] if any("test/ann_acc" in (r.summary.get("test") or {}) for r in averaged) else []
+    metrics = BASE_METRICS + ann + [Metric(f"test_acc_T{T}_pct", f"test acc % T={T}", ".2f", acc_at_T(T))
+                                    for T in test_Ts(averaged)] + COST_METRICS
     groups = make_groups(runs, keys)
     for group in groups:
         group.stats = {m.name: aggregate(m.read(r) for r in group.runs) for m in metrics}
@@ -163,9 +167,9 @@ def config_choices(run: Run) -> dict:
     """A run's candidate grouping keys: scalar choices, flattened hyperparameters and the Optuna trial's params."""
     cfg = run.config
     out = {k: cfg[k] for k in CHOICES if k in cfg}
-    for block in HYPERPARAMETERS:
+    for block, prefix in HYPERPARAMETERS.items():
         if isinstance(cfg.get(block), dict):
-            out.update({k: v for k, v in _flatten(cfg[block], block).items() if not _private(k)})
+            out.update({k: v for k, v in _flatten(cfg[block], prefix).items() if not _private(k)})
     params = (run.summary.get("optuna") or {}).get("params") or {}
     out.update({k: v for k, v in params.items() if k not in out})
     return out

@@ -133,7 +133,7 @@ class Convert(Method):
             theta = float(activation.threshold.detach()) if self.threshold == "trained" else None
             if theta is None or not 0 < theta < float("inf"):  # data thresholds, or a trained one gone non-positive
                 theta = threshold_from(output, "max" if self.threshold == "trained" else self.threshold, self.snn_T,
-                                       self.percentile)
+                                       self.percentile, self.shift)
             neuron = IFNeuron(theta, self.shift, channels=output.shape[2] if output.dim() > 2 else None)
             replace_module(model, name, neuron.to(output.device))
         leftover = [n for n, m in model.named_modules() if isinstance(m, CONVERTIBLE)]

@@ -4,10 +4,11 @@ SNN Calibration (Li, Deng, Dong, Gong, Gu, ICML 2021; yhhhli/SNN_Calibration), p
 order, with e = E[ANN activation] − E[SNN rate] per channel over the calibration samples:
 
 - bias correction ("light"): the neuron's input gets + e at every step (the preceding layer's bias corrected);
-- potential correction ("advanced", also dual-phase's membrane initialisation): its initial membrane gets + e·T;
+- potential correction ("advanced", also dual-phase's membrane initialisation): its initial membrane gets + e·T,
+  with e measured per neuron (each channel and position, averaged over the samples), as both repositories do;
 - weight calibration: the weights of the layer feeding the neuron are tuned by BPTT (surrogate gradients through
   the IF neurons) so the neuron's rate matches the ANN activation: MSE (calibration) or, as dual-phase (Wang,
-  Lian, Zhang, Tang et al. 2022) does, a KL divergence between their channel distributions.
+  Lian, Zhang, Tang et al. 2022) does, a KL divergence between the softmax over each sample's activations.
 
 Each correction is measured after the ones before it, so later layers see the corrected earlier ones.
 """
@@ -87,10 +88,13 @@ def correct(model: nn.Module, order: list[str], ann_outputs: dict[str, torch.Ten
             error = target - channel_mean(rate_at(model, name, run).unsqueeze(0))
             errors[name] = error.abs().mean().item()
             neuron.input_bias += error
-        if potential:
-            error = target - channel_mean(rate_at(model, name, run).unsqueeze(0))
+        if potential:  # per neuron: the error of each position, averaged over the samples only
+            error = ann_outputs[name].mean((0, 1)) - rate_at(model, name, run).mean(0)
             errors.setdefault(name, error.abs().mean().item())
-            neuron.initial += error * T
+            initial = neuron.initial
+            if initial.dim() == 1 and error.dim() > 1:  # per channel so far
+                initial = initial.reshape(-1, *[1] * (error.dim() - 1))
+            neuron.initial = initial + error * T
     return errors
 
 
@@ -127,7 +131,8 @@ def calibrate_weights(model: nn.Module, order: list[str], feeding: dict[str, str
 
 
 def _kl(rate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(target) ‖ softmax(rate)) over the channel dimension, averaged over samples and positions."""
-    log_q = F.log_softmax(rate, dim=1)
-    log_p = F.log_softmax(target, dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(1).mean()
+    """KL(softmax(target) ‖ softmax(rate)), the softmax over all of a sample's activations (channels and positions),
+    the pointwise terms averaged over every entry (``nn.KLDivLoss``'s ``mean``), as the dual-phase repository does."""
+    log_q = F.log_softmax(rate.flatten(1), dim=1)
+    log_p = F.log_softmax(target.flatten(1), dim=1)
+    return (log_p.exp() * (log_p - log_q)).mean()

@@ -68,9 +68,10 @@ class IFNeuron(MultiStepNeuron):
     """The converted neuron: integrate-and-fire with reset by subtraction, emitting θ per spike.
 
     ``v[t] = v[t-1] + x[t] + input_bias``; ``s[t] = H(v[t] - θ)``; ``v[t] -= θ s[t]``; output ``θ s[t]``, from
-    ``v[-1] = initial`` (θ/2 with the shift, plus any potential correction). ``input_bias`` and ``initial`` are per
-    channel (dimension 2 of ``[T, B, C, ...]``), set by calibration; the surrogate gradient serves BPTT weight
-    calibration.
+    ``v[-1] = initial`` (θ/2 with the shift, plus any potential correction). ``input_bias`` is per channel
+    (dimension 2 of ``[T, B, C, ...]``); ``initial`` is per channel until a potential correction makes it per neuron
+    (``[C, ...]``, one sample's shape), as both the calibration and the dual-phase repositories keep it. The
+    surrogate gradient serves BPTT weight calibration.
     """
 
     def __init__(self, threshold: float, shift: bool = True, channels: int | None = None):
@@ -82,14 +83,17 @@ class IFNeuron(MultiStepNeuron):
         self.register_buffer("initial", torch.full(size, float(threshold) / 2 if shift else 0.0))
         self.register_buffer("input_bias", torch.zeros(size))
 
-    def _per_channel(self, value: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """A per-channel vector shaped to broadcast over one step ``[B, C, ...]``."""
+    def _broadcast(self, value: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """A scalar, per-channel ``[C]`` or per-neuron ``[C, ...]`` value shaped to broadcast over one step
+        ``[B, C, ...]``."""
+        if value.dim() == step.dim() - 1:
+            return value.unsqueeze(0)
         return value.reshape(1, -1, *[1] * (step.dim() - 2)) if value.dim() else value
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         theta = self.v_threshold
-        bias = self._per_channel(self.input_bias, x_seq[0])
-        v = self._per_channel(self.initial, x_seq[0]).expand_as(x_seq[0]).clone()
+        bias = self._broadcast(self.input_bias, x_seq[0])
+        v = self._broadcast(self.initial, x_seq[0]).expand_as(x_seq[0]).clone()
         spikes = []
         for x in x_seq:
             v = v + x + bias
@@ -145,16 +149,18 @@ def unfolded_norms(model: nn.Module) -> list[str]:
 
 # ---- thresholds -----------------------------------------------------------------------------------------------
 
-def quantised(x: torch.Tensor, theta: float, T: int) -> torch.Tensor:
-    """What an IF neuron with threshold θ, the θ/2 shift and T steps gives for a constant input ``x``:
-    ``θ/T · clip(floor(x T/θ + 1/2), 0, T)``."""
-    return torch.clamp(torch.floor(x * T / theta + 0.5), 0, T) * theta / T
+def quantised(x: torch.Tensor, theta: float, T: int, shift: bool = True) -> torch.Tensor:
+    """What an IF neuron with threshold θ and T steps gives for a constant input ``x``:
+    ``θ/T · clip(floor(x T/θ + 1/2), 0, T)`` with the θ/2 shift, ``θ/T · clip(floor(x T/θ), 0, T)`` without."""
+    return torch.clamp(torch.floor(x * T / theta + (0.5 if shift else 0.0)), 0, T) * theta / T
 
 
 def threshold_from(activations: torch.Tensor, rule: str, T: int, percentile: float = 99.99,
-                   candidates: int = 100) -> float:
+                   shift: bool = True, candidates: int = 95) -> float:
     """One layer's θ from its ANN activations: ``max``; a ``percentile`` of the positive ones; or ``mse``, the
-    θ = max·(1 − 0.01 i), i < ``candidates``, whose T-step quantisation (:func:`quantised`) is closest to them."""
+    θ = max·(1 − 0.01 i), i < ``candidates`` (95, as the calibration repository searches), whose T-step
+    quantisation by the neurons that will run (:func:`quantised`, with or without the ``shift``) is closest to them.
+    """
     a = activations.detach().double().flatten()
     top = a.max().item()
     if top <= 0:
@@ -165,7 +171,7 @@ def threshold_from(activations: torch.Tensor, rule: str, T: int, percentile: flo
         positive = a[a > 0]
         return torch.quantile(positive[: 1 << 24], percentile / 100).item()
     if rule == "mse":
-        errors = [((quantised(a, top * (1 - 0.01 * i), T) - a) ** 2).mean().item() for i in range(candidates)]
+        errors = [((quantised(a, top * (1 - 0.01 * i), T, shift) - a) ** 2).mean().item() for i in range(candidates)]
         return top * (1 - 0.01 * min(range(candidates), key=errors.__getitem__))
     raise ValueError(f"method.threshold must be trained, max, percentile or mse; got {rule!r}")
 

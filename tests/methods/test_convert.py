@@ -66,15 +66,16 @@ def test_thresholds_from_data_max_percentile_and_the_mse_grid_search():
     acts = torch.tensor(a)
     assert threshold_from(acts, "max", 8) == pytest.approx(a.max())
     assert threshold_from(acts, "percentile", 8, percentile=99.0) == pytest.approx(np.percentile(a[a > 0], 99.0))
-    best, best_error = None, float("inf")
-    for i in range(100):  # the calibration paper's grid, searched here with numpy
-        theta = a.max() * (1 - 0.01 * i)
-        q = np.clip(np.floor(a * 8 / theta + 0.5), 0, 8) * theta / 8
-        error = ((q - a) ** 2).mean()
-        if error < best_error:
-            best, best_error = theta, error
-    assert threshold_from(acts, "mse", 8) == pytest.approx(best)
-    assert best < a.max()  # clipping the few large activations pays off at T=8
+    for shift in (True, False):  # the quantisation of the neurons that will run: with the θ/2 shift or without
+        best, best_error = None, float("inf")
+        for i in range(95):  # the calibration repository's grid, searched here with numpy
+            theta = a.max() * (1 - 0.01 * i)
+            q = np.clip(np.floor(a * 8 / theta + (0.5 if shift else 0.0)), 0, 8) * theta / 8
+            error = ((q - a) ** 2).mean()
+            if error < best_error:
+                best, best_error = theta, error
+        assert threshold_from(acts, "mse", 8, shift=shift) == pytest.approx(best)
+        assert best < a.max()  # clipping the few large activations pays off at T=8
 
 
 def bn_net() -> nn.Module:
@@ -147,6 +148,40 @@ def test_bias_and_potential_corrections_move_each_layer_by_its_measured_error():
     assert channel_mean(ann_outputs["sn2"]).shape == (3,)
 
 
+def test_the_potential_correction_of_a_conv_layer_is_per_neuron():
+    """Each position of each channel gets its own initial potential (both official repositories keep one per
+    neuron), the error averaged over the samples only; the corrected neuron then fires at the ANN's mean rate."""
+    T = 8
+    torch.manual_seed(2)
+    conv, neuron = nn.Conv2d(2, 3, 3, padding=1).double(), IFNeuron(1.0, channels=3).double()
+    snn = nn.Sequential(conv, neuron)
+    x = torch.rand(T, 16, 2, 4, 4, dtype=torch.float64)
+    ann = {"1": torch.rand(1, 16, 3, 4, 4, dtype=torch.float64)}
+
+    def run():
+        return neuron(conv(x.flatten(0, 1)).unflatten(0, (T, 16)))
+
+    with torch.no_grad():
+        expected = 0.5 + (ann["1"].mean((0, 1)) - run().mean((0, 1))) * T  # θ/2, plus the per-neuron error times T
+    correct(snn, ["1"], ann, run, T, bias=False, potential=True)
+    assert neuron.initial.shape == (3, 4, 4) and torch.allclose(neuron.initial, expected)
+    assert not torch.allclose(neuron.initial, neuron.initial.mean((1, 2), keepdim=True))  # not one per channel
+
+
+def test_the_dual_phase_kl_is_over_each_samples_whole_activation_map():
+    from snnexp.training.calibration import _kl
+
+    torch.manual_seed(3)
+    rate, target = torch.rand(4, 3, 5, 5, dtype=torch.float64, requires_grad=True), torch.rand(4, 3, 5, 5).double()
+    reference = nn.KLDivLoss(reduction="mean")(torch.log_softmax(rate.reshape(4, -1), 1),
+                                               torch.softmax(target.reshape(4, -1), 1))
+    grad_ref, = torch.autograd.grad(reference, rate)
+    ours = _kl(rate, target)
+    grad, = torch.autograd.grad(ours, rate)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-12)
+    assert torch.allclose(grad, grad_ref, rtol=1e-10, atol=1e-14)
+
+
 # ---- whole runs on digits --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -168,6 +203,8 @@ def test_clip_trained_convnet_converted_at_T32_is_within_a_point_of_its_ann(tmp_
                                  "seed=0"], tmp_path / "run")
     test = summary["test"]
     assert test["test/ann_acc"] > 0.85
+    assert summary["config"]["method_options"]["activation"] == "clip"  # what python -m snnexp.compare groups by
+    assert summary["config"]["model_options"]["width"] == 32
     assert abs(test["test/acc"] - test["test/ann_acc"]) <= 0.01
     assert summary["firing_rate"] > 0 and summary["energy"]["sops"] > 0  # measured on the converted SNN
     layers = summary["energy"]["layers"]
