@@ -138,9 +138,9 @@ def profile(args) -> None:
 
     copies = [e for e in events if e.name in COPY_OPS]
     allocs = [e for e in events if e.name in ALLOC_OPS]
-    print(f"\nCopy / layout ops wherever they occur: {100 * sum(e.self_cpu_time_total for e in copies) / total:.1f}% "
-          f"(aten::copy_ alone {100 * sum(e.self_cpu_time_total for e in copies if e.name == 'aten::copy_') / total:.1f}%)"
-          f"; allocation ops: {100 * sum(e.self_cpu_time_total for e in allocs) / total:.1f}%")
+    share = lambda evs: 100 * sum(e.self_cpu_time_total for e in evs) / total  # noqa: E731
+    print(f"\nCopy / layout ops wherever they occur: {share(copies):.1f}% (aten::copy_ alone "
+          f"{share(e for e in copies if e.name == 'aten::copy_'):.1f}%); allocation ops: {share(allocs):.1f}%")
     where = collections.Counter()
     for e in copies:
         if e.self_cpu_time_total <= 0:
