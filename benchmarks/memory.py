@@ -76,7 +76,7 @@ def cpu_worker(model: str, entry: str, T: int, batch: int, threads: int) -> dict
     from step_cpu import make_step
 
     torch.set_num_threads(threads)
-    if entry == "snnexp":
+    if entry.startswith("snnexp"):
         from snnexp.kernels import cpu
 
         if not cpu.available():

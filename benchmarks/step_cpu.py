@@ -31,6 +31,7 @@ activation; see ``benchmarks/neurons_cpu.py``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -44,7 +45,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if BENCH_DIR not in sys.path:
     sys.path.insert(0, BENCH_DIR)
 
-ENTRIES = ("snnexp", "SpikingJelly 2.0")
+ENTRIES = ("snnexp", "snnexp (spikes unpacked)", "SpikingJelly 2.0")  # unpacked: pack_spikes=false
 # model -> (T, batch)
 SIZES = {"resnet19": (4, 16), "vggsnn": (10, 16)}
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
@@ -70,14 +71,16 @@ def make_step(model: str, entry: str, T: int, batch: int, seed: int = 0, momentu
     y = torch.randint(0, spec["classes"], (batch,), generator=gen)
     x, y = x.to(device), y.to(device)
     info = {"snnexp_params": sj_twins.parameter_count(module.model)}
-    if entry == "snnexp":
+    if entry.startswith("snnexp"):
         net = module
         params = module.model.parameters()
         info["params"] = info["snnexp_params"]
         info["method"] = type(module.method).__name__
+        saving = module.spike_packing.saving if entry == "snnexp" else contextlib.nullcontext
 
         def forward_loss():
-            return module.method.loss(module(x), y)  # module(x) encodes static inputs over T as training does
+            with saving():  # as SNNModule.training_step runs the forward
+                return module.method.loss(module(x), y)  # module(x) encodes static inputs over T as training does
 
         reset = None
     elif entry == "SpikingJelly 2.0":
@@ -120,7 +123,7 @@ def worker(model: str, entry: str, threads: int, steps: int, warmup: int) -> dic
     import torch
 
     torch.set_num_threads(threads)
-    if entry == "snnexp":
+    if entry.startswith("snnexp"):
         from snnexp.kernels import cpu
 
         if not cpu.available():
