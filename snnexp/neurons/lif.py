@@ -27,6 +27,7 @@ class _Integrator(MultiStepNeuron):
     so the whole sequence runs through one fused function (``backend``: torch, cupy or auto)."""
 
     decay_input: bool = False
+    binary_spikes: bool = True  # emits 0 or 1: the spikes a layer saves for its backward may be kept as bits
 
     def leak(self) -> F.Leak:
         """``k`` in ``H[t] = V[t-1] + k (X[t] - (V[t-1] - V_reset))``; ``None`` for IF."""
