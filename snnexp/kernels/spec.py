@@ -25,6 +25,7 @@ from importlib import import_module
 from snnexp.kernels import expr
 
 SWITCHES = {"decay_input": "DECAY", "hard_reset": "HARD"}  # compile-time switches a declaration may use
+RESERVED = {"x", "h", "u", "s", "sg", "gs", "gh", "g", "p", "st", "level", "kind", "alpha", "width", "grad_out"}
 MAX_LEVELS = 8  # a multi-level neuron keeps its levels' state in registers: at most this many
 
 
@@ -67,8 +68,12 @@ class NeuronSpec:
                 object.__setattr__(self, attr, default)
         for text in self.expressions():
             expr.parse(text)
+        taken = RESERVED & ({p.name for p in self.params} | set(self.state) | set(self.lets))
+        if taken:
+            raise ValueError(f"{self.name}: {sorted(taken)} are names of the generated code; rename them")
         membrane = self.state[0]
-        if membrane in expr.names(self.fire) | expr.names(self.reset[membrane]) | expr.names(self.spike):
+        reads = self.names_in(self.fire) | self.names_in(self.reset[membrane]) | self.names_in(self.spike)
+        if membrane in reads:
             raise ValueError(f"{self.name}: fire, spike and the reset of {membrane!r} may not read {membrane!r} "
                              "(the backward recomputes it from the previous step's charge)")
 
@@ -87,10 +92,18 @@ class NeuronSpec:
         """The state variables the CUDA forward stores (before each step) besides h: all but the membrane."""
         return self.state[1:]
 
+    def names_in(self, text: str) -> set[str]:
+        """The names an expression reads, through the lets it uses."""
+        found = expr.names(text)
+        for let in reversed(list(self.lets)):
+            if let in found:
+                found |= expr.names(self.lets[let])
+        return found
+
     def reads(self, name: str) -> bool:
         """Whether the backward step reads ``name`` (e.g. ``x``)."""
         partials = [*self.dh.values(), *self.ds.values(), *(e for d in self.dreset.values() for e in d.values())]
-        return any(name in expr.names(e) for e in partials)
+        return any(name in self.names_in(e) for e in partials)
 
     def has_switch(self, switch: str, kind: str) -> bool:
         return switch in self.switches and kind in self.switch_kinds.get(switch, self.kinds)

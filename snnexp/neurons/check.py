@@ -103,6 +103,8 @@ def run_both(variant: Variant, shape=(6, 3, 37), seed=0):
     grad_s = torch.randn(shape, generator=g)
     if variant.kind in ("ternary", "mlf"):
         return _run_both_levels(variant, x, grad_s, g)
+    if variant.kind not in ("if", "lif", "plif"):
+        return _run_both_declared(variant, x, grad_s, g)
     k = _k_for(variant.kind, g)
     v_reset = float(torch.randn((), generator=g) * 0.2) if variant.hard_reset else None
     surrogate = SURROGATES[variant.surrogate]()
@@ -141,6 +143,25 @@ def _run_both_levels(variant: Variant, x, grad_s, g):
         s = fn(xi)
         s.backward(grad_s)
         outs.append((s.detach(), xi.grad, None))
+    return outs
+
+
+def _run_both_declared(variant: Variant, x, grad_s, g):
+    """Any other declared neuron (``DeclaredNeuron``): its torch reference against the fused CPU path, comparing
+    the gradient of its (first) learnable parameter too."""
+    from snnexp.neurons.declared import DECLARED
+
+    surrogate = SURROGATES[variant.surrogate]()
+    surrogate.alpha = float(surrogate.alpha * (0.6 + torch.rand((), generator=g)))
+    outs = []
+    for backend in ("torch", "auto"):
+        torch.manual_seed(0)
+        neuron = DECLARED[variant.kind].for_check(variant.detach_reset, surrogate, backend)
+        xi = x.clone().requires_grad_()
+        s = neuron(xi)
+        s.backward(grad_s)
+        grads = [p.grad for p in neuron.parameters()]
+        outs.append((s.detach(), xi.grad, grads[0] if grads else None))
     return outs
 
 
