@@ -45,6 +45,7 @@ class ALIF(DeclaredNeuron):
     and decaying by ``rho`` per step; ``beta`` learnt."""
 
     declaration = DECLARATION
+    binary_spikes = True  # S[t] is 0 or 1: saved spikes may be kept as bits
 
     def __init__(
         self,
