@@ -101,6 +101,7 @@ class TrainConfig:
     task_name: str = "train"
     optimized_metric: str = "val/acc"
     bn_warm_start: bool = True  # BatchNorm running statistics: plain average of the first 1/momentum batches
+    pack_spikes: bool = True  # BPTT memory: binary spikes saved for the backward kept as bits (exact gradients)
     optim: Any = MISSING  # the optim group: a partial optimiser (see snnexp.optim)
     scheduler: Any = None  # the scheduler group: a partial per-epoch schedule; none (~scheduler) = no scheduler
     eval: EvalConfig = field(default_factory=EvalConfig)

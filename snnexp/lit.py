@@ -16,6 +16,7 @@ from snnexp.metrics import E_AC_PJ, E_MAC_PJ, FiringRateMonitor, OperationCounte
 from snnexp.neurons import MultiStepNeuron
 from snnexp.optim import configure
 from snnexp.training.method import Method
+from snnexp.training.spike_packing import SpikePacking
 
 
 class SNNModule(L.LightningModule):
@@ -39,7 +40,7 @@ class SNNModule(L.LightningModule):
 
     def __init__(self, model: nn.Module, method: Method, num_classes: int, optimizer: Callable,
                  scheduler: Callable | None, encoder: nn.Module, T: int, input_shape: tuple[int, ...],
-                 energy: tuple[float, float] = (E_MAC_PJ, E_AC_PJ)):
+                 energy: tuple[float, float] = (E_MAC_PJ, E_AC_PJ), pack_spikes: bool = True):
         super().__init__()
         self.model = model
         self.method = method
@@ -57,6 +58,7 @@ class SNNModule(L.LightningModule):
         self.firing = FiringRateMonitor(self.model)
         self.operations = OperationCounter(self.model)
         self.energy_pj = tuple(energy)  # (per MAC, per AC)
+        self.spike_packing = SpikePacking(self.model, enabled=pack_spikes)  # BPTT memory: saved spikes as bits
         self.last_operations: dict[str, dict] = {}  # "val" / "test" / "test_T<n>" -> operations_per_sample(...)
         self.test_prefix = "test"  # "test_T<n>" while evaluating at another number of time steps
         self.last_firing_rates: dict[str, float] = {}  # the last validation pass's, over every process
@@ -92,7 +94,8 @@ class SNNModule(L.LightningModule):
             self.on_train_epoch_start()
 
     def training_step(self, batch, batch_idx):
-        loss, logs = self.method.training_step(self, batch)
+        with self.spike_packing.saving():
+            loss, logs = self.method.training_step(self, batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "

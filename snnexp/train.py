@@ -74,7 +74,8 @@ def build(cfg: DictConfig):
         warm_start_running_stats(model)
     module = SNNModule(model, method, datamodule.num_classes, optimizer=checked_instantiate(cfg.optim, "optim"),
                        scheduler=checked_instantiate(cfg.scheduler, "scheduler"), encoder=make_encoder(cfg.encoder), T=T,
-                       input_shape=datamodule.input_shape, energy=(cfg.energy.e_mac, cfg.energy.e_ac))
+                       input_shape=datamodule.input_shape, energy=(cfg.energy.e_mac, cfg.energy.e_ac),
+                       pack_spikes=cfg.get("pack_spikes", True))
     return datamodule, module
 
 

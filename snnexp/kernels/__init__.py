@@ -1,13 +1,16 @@
 """Fused spiking-neuron kernels.
 
-- ``cuda/neuron_math.cuh``: the per-step math (``__host__ __device__``), shared by everything below.
-- :mod:`snnexp.kernels.cupy_ops`: the CUDA kernels (``cuda/neuron_kernels.cu``) compiled per variant with CuPy
-  (NVRTC), as ``torch.library`` custom ops; ``backend="cupy"`` (and ``"auto"`` on CUDA tensors).
-- :mod:`snnexp.kernels.cpu`: the same math built as a torch C++ extension; ``backend="auto"`` on the CPU.
+- :mod:`snnexp.kernels.spec` / :mod:`snnexp.kernels.expr`: how a neuron declares its dynamics once (expressions
+  evaluated by torch and translated to C), and the registry the neuron modules fill when imported.
+- :mod:`snnexp.kernels.generate`: the per-step math, CUDA kernels and CPU loops written from the declarations.
+- :mod:`snnexp.kernels.cupy_ops`: the generated CUDA kernels compiled per variant with CuPy (NVRTC), as
+  ``torch.library`` custom ops; ``backend="cupy"`` (and ``"auto"`` on CUDA tensors).
+- :mod:`snnexp.kernels.cpu`: the generated CPU loops built as a torch C++ extension; ``backend="auto"`` on the CPU.
 - :mod:`snnexp.kernels.variants`: the compile-time variants and which inputs have a kernel (``has_kernel``).
 
-This package knows nothing of the neuron modules: ``snnexp.neurons.functional`` alone decides which backend
-runs a call, and ``python -m snnexp.neurons --check`` checks these kernels against the neurons' reference.
+This package imports no neuron module by name (the registry imports ``snnexp.neurons`` as a plugin scan):
+``snnexp.neurons.functional`` decides which backend runs a call, and ``python -m snnexp.neurons --check`` checks
+these kernels against the neurons' reference.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The CPU fused path: ``cuda/neuron_cpu*.cpp`` (the loops of ``cuda/neuron_host.cuh`` over the kernels' per-step
-math) built as a PyTorch C++ extension, for LIF / IF / PLIF, the ternary and the multi-level neurons.
+"""The CPU fused path: the loops :mod:`snnexp.kernels.generate` writes for every declared neuron (LIF / IF / PLIF,
+ternary, multi-level, ...), with ``cuda/neuron_cpu.cpp``'s output buffers, built as one PyTorch C++ extension.
 
 One pass over ``[T, N]`` per direction, parallel over neurons (``at::parallel_for``, so ``torch.set_num_threads``
 applies), float32 only. It saves the input ``X`` (the caller's tensor, no copy) and no ``H``: the backward
@@ -9,8 +9,9 @@ writes only the spikes. Outputs of 1 MiB and more come from a cache of freed buf
 page-faults on every 4 KiB page and that costs more than the neuron itself. It computes the torch reference's
 function: spikes bit-identical, gradients equal up to float rounding (tests).
 
-The build is cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``) under a name that hashes the
-sources, flags, compiler, torch, Python and include paths (:func:`build_name`), and loaded once per process; a
+The generated sources are written to ``snnexp_generated_<hash>`` in torch's extension directory (once: a file is
+rewritten only when its text changes). The build is cached there (``TORCH_EXTENSIONS_DIR``) under a name that
+hashes the sources (generated ones included), flags, compiler, torch, Python and include paths (:func:`build_name`), and loaded once per process; a
 first build says so on stderr, and processes that start together build once (:func:`load_cached`). Without a
 working C++ compiler :func:`available` is False, one warning says why, and the neurons use the eager torch
 reference.
@@ -27,7 +28,8 @@ from pathlib import Path
 import torch
 
 from snnexp.kernels import sources
-from snnexp.kernels.variants import KINDS, SURROGATE_KINDS, has_kernel, surrogate_scalars
+from snnexp.kernels.spec import NeuronSpec
+from snnexp.kernels.variants import Variant, has_kernel, surrogate_kinds, surrogate_scalars, variant_for, variant_of
 
 
 # IEEE float semantics are kept (no -ffast-math, no FMA contraction: spikes equal the reference bit for bit);
@@ -42,11 +44,9 @@ CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-f
 LDFLAGS = ("-fopenmp",) + (("-lmvec",) if _LIBMVEC else ())
 
 
-# The extension's translation units, which ninja compiles in parallel (see neuron_cpu.cuh), and the headers they
-# include; all in ``cuda/``.
-CPU_SOURCES = (sources.CPU_SOURCE, "neuron_cpu_if.cpp", "neuron_cpu_lif.cpp", "neuron_cpu_plif.cpp",
-               "neuron_cpu_levels.cpp")
-CPU_HEADERS = (sources.MATH_HEADER, sources.HOST_HEADER, "neuron_cpu.cuh")
+# The hand-written parts of the extension, in ``cuda/``; the generated ones (one translation unit per neuron kind,
+# which ninja compiles in parallel, and the headers) come from snnexp.kernels.generate.
+CPU_HEADERS = (sources.MATH_HEADER, sources.HOST_HEADER)
 
 
 def build_name(prefix: str, files, *, include_paths=(), cflags=(), ldflags=()) -> str:
@@ -132,13 +132,37 @@ def load_cached(prefix: str, files, *, headers=(), include_paths=(), cflags=(), 
         return load()
 
 
+def generated_dir() -> Path:
+    """The generated sources written out (where missing or different) to a folder named by their hash in torch's
+    extension root."""
+    import hashlib
+
+    files = sources.generated()
+    digest = hashlib.sha256("\0".join(f"{n}\0{t}" for n, t in sorted(files.items())).encode()).hexdigest()[:16]
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or _cpp_extension().get_default_build_root()
+    folder = Path(root) / f"snnexp_generated_{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = folder / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            scratch = path.with_name(f".{name}.{os.getpid()}")
+            scratch.write_text(text, encoding="utf-8")
+            os.replace(scratch, path)  # atomic: processes starting together write the same text
+    return folder
+
+
 @functools.cache
 def extension():
     """Build (or load from the cache) and import the fused CPU extension; raises if it cannot be built."""
+    from snnexp.kernels.generate import cpu_units
+
+    generated = generated_dir()
+    headers = [generated / name for name in sources.generated() if not name.endswith(".cpp")]
     with sources.source_dir() as cuda_dir:
         module = load_cached(
-            "snnexp_neurons_cpu", [cuda_dir / f for f in CPU_SOURCES], headers=[cuda_dir / h for h in CPU_HEADERS],
-            include_paths=[cuda_dir], cflags=CFLAGS, ldflags=LDFLAGS, what="the fused CPU neuron kernels",
+            "snnexp_neurons_cpu", [cuda_dir / sources.CPU_SOURCE, *(generated / f for f in cpu_units())],
+            headers=[*(cuda_dir / h for h in CPU_HEADERS), *headers], include_paths=[cuda_dir, generated],
+            cflags=CFLAGS, ldflags=LDFLAGS, what="the fused CPU neuron kernels",
             usually="about half a minute on 2 idle cores")
     module.pool_set_cap(int(float(os.environ.get("SNNEXP_CPU_CACHE_MB", "1024")) * 2**20))
     return module
@@ -200,96 +224,74 @@ def _as_rows(x_seq: torch.Tensor) -> torch.Tensor:
     return x_seq.detach().reshape(x_seq.shape[0], -1).contiguous()
 
 
-def _surrogate_args(surrogate) -> tuple[int, float, float]:
-    return (SURROGATE_KINDS[surrogate.name], *surrogate_scalars(surrogate))
-
-
-class FusedCpuNeuron(torch.autograd.Function):
-    """Multi-step LIF / IF / PLIF on the CPU: the fused counterpart of ``MultiStepNeuronFunction``."""
+class FusedCpu(torch.autograd.Function):
+    """A declared neuron over ``x_seq [T, ...]`` on the CPU: ``apply(x_seq, variant, params, levels, surrogate,
+    *learnt)``, ``params`` every parameter's value in declaration order, ``learnt`` one tensor per learnable
+    parameter (receiving dL/dparam; a placeholder where the kind does not learn it). Subclassed per declaration
+    (``FusedCpu<title>``), so that a graph names the neuron."""
 
     @staticmethod
-    def forward(ctx, x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate):
-        kind = kind_of(k)
-        decay_input = bool(decay_input) and kind != "if"
-        k_value = 0.0 if k is None else float(k.detach().float().item() if kind == "plif" else k)
-        shape = x_seq.shape
+    def forward(ctx, x_seq, variant: Variant, params, levels, surrogate, *learnt):
+        spec = variant.spec
         x2 = _as_rows(x_seq)
-        s = extension().forward(
-            x2, KINDS[kind], decay_input, v_reset is not None, k_value, float(v_threshold),
-            0.0 if v_reset is None else float(v_reset),
-        )
-        ctx.meta = (kind, decay_input, k_value, v_threshold, v_reset, detach_reset, *_surrogate_args(surrogate),
-                    shape)
-        # x (the caller's tensor, no copy) rather than a new h: the backward recomputes h per chunk of neurons
-        ctx.save_for_backward(x2, *((k,) if kind == "plif" else ()))
-        return s.reshape(shape)
-
-    @staticmethod
-    def backward(ctx, grad_s):
-        kind, decay_input, k_value, v_threshold, v_reset, detach_reset, sg, alpha, width, shape = ctx.meta
-        x2, *k = ctx.saved_tensors
-        grad_x, grad_k = extension().backward(
-            grad_s.reshape(x2.shape).float().contiguous(), x2, KINDS[kind], decay_input, v_reset is not None,
-            bool(detach_reset), sg, k_value, float(v_threshold),
-            0.0 if v_reset is None else float(v_reset), alpha, width,
-        )
-        gk = None
-        if kind == "plif" and ctx.needs_input_grad[1]:
-            gk = grad_k.to(k[0].dtype).reshape(k[0].shape)
-        return grad_x.reshape(shape) if ctx.needs_input_grad[0] else None, gk, None, None, None, None, None
-
-
-def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate):
-    """The fused CPU path; same signature and function as ``snnexp.neurons.functional.multistep_torch``."""
-    return FusedCpuNeuron.apply(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate)
-
-
-class FusedCpuTernary(torch.autograd.Function):
-    """Ternary neuron (unit spikes ``{-1, 0, 1}``, before the amplitude) on the CPU; see ``snnexp.neurons.Ternary``."""
-
-    @staticmethod
-    def forward(ctx, x_seq, decay, v_threshold, detach_reset, surrogate):
-        x2 = _as_rows(x_seq)
-        s = extension().ternary_forward(x2, float(decay), float(v_threshold))
-        ctx.meta = (float(decay), float(v_threshold), bool(detach_reset), _surrogate_args(surrogate), x_seq.shape)
-        ctx.save_for_backward(x2)
-        return s.reshape(x_seq.shape)
-
-    @staticmethod
-    def backward(ctx, grad_s):
-        decay, v_threshold, detach, (sg, alpha, width), shape = ctx.meta
-        (x2,) = ctx.saved_tensors
-        grad_x = extension().ternary_backward(grad_s.reshape(x2.shape).float().contiguous(), x2, detach, sg, decay,
-                                              v_threshold, alpha, width)
-        return grad_x.reshape(shape), None, None, None, None
-
-
-class FusedCpuMultiLevel(torch.autograd.Function):
-    """Multi-level firing neuron (output ``sum_l S_l``) on the CPU; see ``snnexp.neurons.MLF``."""
-
-    @staticmethod
-    def forward(ctx, x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate):
-        x2 = _as_rows(x_seq)
-        scalars = (int(levels), float(decay), float(v_threshold), float(level_spacing))
-        out = extension().multilevel_forward(x2, *scalars)
-        ctx.meta = (scalars, bool(detach_reset), _surrogate_args(surrogate), x_seq.shape)
-        ctx.save_for_backward(x2)
+        kind = spec.kinds.index(variant.kind)
+        out = getattr(extension(), f"{spec.name}_forward")(x2, kind, variant.switches, int(levels), list(params))
+        ctx.meta = (spec, kind, variant, list(params), int(levels), surrogate_kinds()[surrogate.name],
+                    surrogate_scalars(surrogate), x_seq.shape)
+        ctx.save_for_backward(x2, *learnt)  # x (the caller's tensor, no copy): the backward recomputes h per chunk
         return out.reshape(x_seq.shape)
 
     @staticmethod
     def backward(ctx, grad_out):
-        (levels, decay, v_threshold, spacing), detach, (sg, alpha, width), shape = ctx.meta
-        (x2,) = ctx.saved_tensors
-        grad_x = extension().multilevel_backward(grad_out.reshape(x2.shape).float().contiguous(), x2, levels, detach,
-                                                 sg, decay, v_threshold, spacing, alpha, width)
-        return grad_x.reshape(shape), None, None, None, None, None, None
+        spec, kind, variant, params, levels, sg, (alpha, width), shape = ctx.meta
+        x2, *learnt = ctx.saved_tensors
+        grad_x, grads = getattr(extension(), f"{spec.name}_backward")(
+            grad_out.reshape(x2.shape).float().contiguous(), x2, kind, variant.switches, variant.detach_reset, sg,
+            levels, params, alpha, width)
+        grad_learnt = [grads[j].to(t.dtype).reshape(t.shape) if ctx.needs_input_grad[5 + j] else None
+                       for j, t in enumerate(learnt)]
+        return (grad_x.reshape(shape) if ctx.needs_input_grad[0] else None, None, None, None, None, *grad_learnt)
+
+
+_FUNCTIONS: dict[str, type[FusedCpu]] = {}
+
+
+def function_for(spec: NeuronSpec) -> type[FusedCpu]:
+    """The autograd Function of one declaration: ``FusedCpu<title>``."""
+    if spec.name not in _FUNCTIONS:
+        _FUNCTIONS[spec.name] = type(f"FusedCpu{spec.title}", (FusedCpu,),
+                                     {"__doc__": f"{spec.name} on the CPU (see FusedCpu)."})
+    return _FUNCTIONS[spec.name]
+
+
+def run(variant: Variant, x_seq, params: dict, surrogate, levels: int = 1, learnt: dict | None = None):
+    """The fused CPU path of any declared neuron: ``params`` by name (floats), ``learnt`` the tensors of the
+    learnable parameters by name (missing: not learnt in this call)."""
+    spec = variant.spec
+    learnt = learnt or {}
+    tensors = [learnt[p.name] if p.name in learnt else x_seq.new_empty(()) for p in spec.learnable]
+    values = [float(params[p.name]) for p in spec.params]
+    return function_for(spec).apply(x_seq, variant, values, levels, surrogate, *tensors)
+
+
+def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate):
+    """The fused CPU path; same signature and function as ``snnexp.neurons.functional.multistep_torch``."""
+    kind = kind_of(k)
+    variant = variant_for(kind, v_reset, detach_reset, decay_input, surrogate, x_seq.dtype)
+    k_value = 0.0 if k is None else float(k.detach().float().item() if kind == "plif" else k)
+    params = {"k": k_value, "v_threshold": v_threshold, "v_reset": 0.0 if v_reset is None else v_reset}
+    return run(variant, x_seq, params, surrogate, learnt={"k": k} if kind == "plif" else None)
 
 
 def ternary(x_seq, decay, v_threshold, detach_reset, surrogate):
     """Ternary spikes ``{-1, 0, 1}`` of ``x_seq [T, ...]`` (the amplitude is applied by the caller)."""
-    return FusedCpuTernary.apply(x_seq, decay, v_threshold, detach_reset, surrogate)
+    variant = variant_of("ternary", detach_reset, surrogate, x_seq.dtype)
+    return run(variant, x_seq, {"decay": decay, "v_threshold": v_threshold}, surrogate)
 
 
 def multilevel(x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate):
     """Multi-level firing output ``sum_l S_l`` of ``x_seq [T, ...]``."""
-    return FusedCpuMultiLevel.apply(x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate)
+    variant = variant_of("mlf", detach_reset, surrogate, x_seq.dtype)
+    params = {"decay": decay, "v_threshold": v_threshold, "level_spacing": level_spacing}
+    return run(variant, x_seq, params, surrogate, levels=levels)
+

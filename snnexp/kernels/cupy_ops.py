@@ -1,36 +1,34 @@
-"""The CUDA kernels through CuPy: compile once per variant (NVRTC, ``cupy.RawModule``), launch on torch's
-current stream, and expose forward / backward as ``torch.library`` custom ops with fake implementations and a
-registered autograd formula, so the neurons work under ``torch.compile`` and autocast.
+"""The generated CUDA kernels through CuPy: compile once per variant (NVRTC, ``cupy.RawModule``), launch on torch's
+current stream, and expose each declared neuron's forward / backward as ``torch.library`` custom ops with fake
+implementations and a registered autograd formula, so the neurons work under ``torch.compile`` and autocast.
 
-Ops (all tensors ``[T, N]`` contiguous; scalars are op arguments, so changing them never recompiles):
+Ops of a declaration ``P`` (op prefix ``op``; tensors ``[T, N]`` contiguous, ``h`` of a multi-level neuron
+``[levels, T, N]``; scalars are op arguments, so changing them never recompiles)::
 
-    snnexp::neuron_forward(x, k_param, code, k, v_threshold, v_reset, alpha, width) -> (spikes, h)
-    snnexp::neuron_backward(grad_s, h, x, code, k, v_threshold, v_reset, alpha, width) -> (grad_x, grad_k)
+    snnexp::<op>_forward(x, <learnable>_param..., code, [levels,] <params>..., alpha, width) -> (out, h, saved...)
+    snnexp::<op>_backward(grad_out, h, saved..., [x,] code, [levels,] <params>..., alpha, width)
+        -> grad_x, or (grad_x, grad_params [n_learnable]) when the neuron has learnable parameters
 
-and for the ternary and multi-level neurons (``h`` of the multi-level neuron is ``[levels, T, N]``):
-
-    snnexp::ternary_forward(x, code, decay, v_threshold, alpha, width) -> (spikes, h)
-    snnexp::ternary_backward(grad_s, h, code, decay, v_threshold, alpha, width) -> grad_x
-    snnexp::multilevel_forward(x, code, levels, decay, v_threshold, level_spacing, alpha, width) -> (out, h)
-    snnexp::multilevel_backward(grad_out, h, code, levels, decay, v_threshold, level_spacing, alpha, width) -> grad_x
-
-``code`` is the integer code of :class:`~snnexp.kernels.variants.Variant` minus its dtype (the dtype is the
-tensors'). ``k`` is a float argument (PLIF reads ``sigmoid(w)`` once per call); PLIF's leak tensor is passed
-too, only to receive dL/dk. CuPy is imported on first launch; ``snnexp.kernels.cupy_available`` tries it first.
+e.g. ``snnexp::neuron_forward(x, k_param, code, k, v_threshold, v_reset, alpha, width)`` for LIF / IF / PLIF,
+``snnexp::ternary_forward(x, code, decay, v_threshold, alpha, width)``. ``code`` is the integer code of a
+:class:`~snnexp.kernels.variants.Variant` minus its dtype (the dtype is the tensors'). A learnable parameter is a
+float argument (read once per call) and its tensor is passed too, only to receive its gradient. ``x`` goes to the
+backward only where it reads it (PLIF with decay_input). CuPy is imported on first launch;
+``snnexp.kernels.cupy_available`` tries it first.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+from importlib import import_module
 
 import torch
 
-from importlib import import_module
-
-from snnexp.kernels import sources
+from snnexp.kernels import expr, sources
+from snnexp.kernels.spec import NeuronSpec, registered
 from snnexp.kernels.variants import (
-    DTYPES, KINDS, LEVEL_KINDS, SURROGATE_KINDS, Variant, level_variant, surrogate_scalars, variant_for,
+    DTYPES, Variant, kind_codes, level_variant, surrogate_kinds, surrogate_scalars, variant_for, variant_of,
 )
 
 
@@ -42,18 +40,14 @@ def _cupy():
 
 BLOCK = 256
 _lock = threading.Lock()
-_SURROGATE_NAMES = {v: k for k, v in SURROGATE_KINDS.items()}
-_KIND_CODES = {**KINDS, **{kind: len(KINDS) + i for i, kind in enumerate(LEVEL_KINDS)}}
-_KIND_NAMES = {v: k for k, v in _KIND_CODES.items()}
 
 
 # -------------------------------------------------------------------------------------------- variants
 
 
 def encode(v: Variant) -> int:
-    return (((_KIND_CODES[v.kind] * 2 + v.hard_reset) * 2 + v.detach_reset) * 2 + v.decay_input) * 8 + SURROGATE_KINDS[
-        v.surrogate
-    ]
+    return (((kind_codes()[v.kind] * 2 + v.hard_reset) * 2 + v.detach_reset) * 2 + v.decay_input) * 8 + \
+        surrogate_kinds()[v.surrogate]
 
 
 def decode(code: int, dtype: torch.dtype) -> Variant:
@@ -61,7 +55,9 @@ def decode(code: int, dtype: torch.dtype) -> Variant:
     decay, rest = rest % 2, rest // 2
     detach, rest = rest % 2, rest // 2
     hard, kind = rest % 2, rest // 2
-    return Variant(_KIND_NAMES[kind], bool(hard), bool(detach), bool(decay), _SURROGATE_NAMES[sg], dtype)
+    kinds = {v: k for k, v in kind_codes().items()}
+    surrogates = {v: k for k, v in surrogate_kinds().items()}
+    return Variant(kinds[kind], bool(hard), bool(detach), bool(decay), surrogates[sg], dtype)
 
 
 _modules: dict[tuple[Variant, int], tuple] = {}
@@ -112,157 +108,140 @@ def _launch(code: int, like: torch.Tensor, backward: bool, tensors, T: int, n: i
 # -------------------------------------------------------------------------------------------------- ops
 
 
-@torch.library.custom_op("snnexp::neuron_forward", mutates_args=())
-def neuron_forward(
-    x: torch.Tensor, k_param: torch.Tensor, code: int, k: float, v_threshold: float, v_reset: float,
-    alpha: float, width: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [T, N] -> (spikes, h)``. ``k_param``: PLIF's leak tensor (only routes dL/dk; its value is ``k``)."""
-    x = x.contiguous()
-    s, h = torch.empty_like(x), torch.empty_like(x)
-    _launch(code, x, False, (x, s, h), *x.shape, float(k), float(v_threshold), float(v_reset))
-    return s, h
+def _schemas(spec: NeuronSpec) -> tuple[str, str]:
+    levels = ["int levels"] if spec.levels else []
+    scalars = levels + [f"float {p.name}" for p in spec.params] + ["float alpha", "float width"]
+    learnt = [f"Tensor {p.name}_param" for p in spec.learnable]
+    outputs = ", ".join(["Tensor"] * (2 + len(spec.saved)))
+    forward = f"(Tensor x, {', '.join(learnt + ['int code'] + scalars)}) -> ({outputs})"
+    inputs = ["Tensor grad_out", "Tensor h"] + [f"Tensor saved_{v}" for v in spec.saved]
+    inputs += ["Tensor x"] if spec.reads("x") else []
+    result = "(Tensor, Tensor)" if spec.learnable else "Tensor"
+    backward = f"({', '.join(inputs + ['int code'] + scalars)}) -> {result}"
+    return forward, backward
 
 
-@neuron_forward.register_fake
-def _(x, k_param, code, k, v_threshold, v_reset, alpha, width):
-    return torch.empty_like(x), torch.empty_like(x)
+def _define_ops(spec: NeuronSpec) -> tuple:
+    """Register ``snnexp::<op>_forward`` / ``_backward`` of one declaration, with fakes and autograd."""
+    nlearn, nsaved, reads_x = len(spec.learnable), len(spec.saved), spec.reads("x")
+    nscalars = len(spec.params) + 2 + int(spec.levels)  # (levels,) params, alpha, width
+    forward_schema, backward_schema = _schemas(spec)
+
+    def as_scalars(scalars) -> list:
+        """Op scalars as kernel arguments: levels an int (int32), the rest floats (float32)."""
+        return [int(v) if spec.levels and i == 0 else float(v) for i, v in enumerate(scalars)]
+
+    def h_shape(x, scalars):
+        return (scalars[0], *x.shape) if spec.levels else tuple(x.shape)
+
+    def forward_impl(x, *args):
+        code, scalars = args[nlearn], args[nlearn + 1:]
+        x = x.contiguous()
+        out, h = torch.empty_like(x), x.new_empty(h_shape(x, scalars))
+        saved = [torch.empty(h.shape, dtype=torch.float32, device=x.device) for _ in range(nsaved)]
+        _launch(code, x, False, (x, out, h, *saved), *x.shape, *as_scalars(scalars[:-2]))
+        return (out, h, *saved)
+
+    def forward_fake(x, *args):
+        scalars = args[nlearn + 1:]
+        h = x.new_empty(h_shape(x, scalars))
+        return (torch.empty_like(x), h, *(h.new_empty(h.shape, dtype=torch.float32) for _ in range(nsaved)))
+
+    def backward_impl(grad_out, h, *args):
+        saved, rest = args[:nsaved], args[nsaved:]
+        x, rest = (rest[0], rest[1:]) if reads_x else (None, rest)
+        code, scalars = rest[0], rest[1:]
+        grad_out, h = grad_out.to(h.dtype).contiguous(), h.contiguous()
+        grad_x = torch.empty_like(grad_out)
+        grads = [torch.zeros(nlearn, dtype=torch.float32, device=h.device)] if nlearn else []
+        x_ptr = [x.contiguous() if x.numel() else None] if reads_x else []
+        _launch(code, h, True, (grad_out, h, *(s.contiguous() for s in saved), *x_ptr, grad_x, *grads),
+                *grad_out.shape, *as_scalars(scalars))
+        return (grad_x, *grads) if nlearn else grad_x
+
+    def backward_fake(grad_out, h, *args):
+        grad_x = torch.empty_like(grad_out, dtype=h.dtype)
+        return (grad_x, h.new_empty((nlearn,), dtype=torch.float32)) if nlearn else grad_x
+
+    forward = torch.library.custom_op(f"snnexp::{spec.op}_forward", forward_impl, mutates_args=(),
+                                      schema=forward_schema)
+    forward.register_fake(forward_fake)
+    backward = torch.library.custom_op(f"snnexp::{spec.op}_backward", backward_impl, mutates_args=(),
+                                       schema=backward_schema)
+    backward.register_fake(backward_fake)
+
+    def setup_context(ctx, inputs, output):
+        x, learnt, code, scalars = inputs[0], inputs[1:1 + nlearn], inputs[1 + nlearn], inputs[2 + nlearn:]
+        variant = decode(code, x.dtype)
+        keep_x = reads_x and _needs_x(variant)
+        ctx.code, ctx.scalars, ctx.learnt_shapes = code, scalars, [(t.dtype, t.shape) for t in learnt]
+        ctx.save_for_backward(*output[1:], *([x if keep_x else x.new_empty(0)] if reads_x else []))
+
+    def backward_formula(ctx, grad_out, *unused):
+        tensors = ctx.saved_tensors
+        result = backward(grad_out, *tensors, ctx.code, *ctx.scalars)
+        grad_x, grads = (result[0], result[1]) if nlearn else (result, None)
+        wanted = getattr(ctx, "needs_input_grad", None) or [True] * (1 + nlearn)
+        learnt = [grads[j].to(dtype).reshape(shape) if wanted[1 + j] else None
+                  for j, (dtype, shape) in enumerate(ctx.learnt_shapes)]
+        return (grad_x, *learnt, None, *([None] * nscalars))
+
+    torch.library.register_autograd(f"snnexp::{spec.op}_forward", backward_formula, setup_context=setup_context)
+    return forward, backward
 
 
-@torch.library.custom_op("snnexp::neuron_backward", mutates_args=())
-def neuron_backward(
-    grad_s: torch.Tensor, h: torch.Tensor, x: torch.Tensor, code: int, k: float, v_threshold: float,
-    v_reset: float, alpha: float, width: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(dL/dS, H, X) -> (dL/dX, dL/dk)``; ``X`` is read only by PLIF with decay_input (else may be empty)."""
-    grad_s, h, x = grad_s.to(h.dtype).contiguous(), h.contiguous(), x.contiguous()
-    grad_x = torch.empty_like(h)
-    grad_k = torch.zeros((), dtype=torch.float32, device=h.device)
-    _launch(code, h, True, (grad_s, h, x if x.numel() else None, grad_x, grad_k), *h.shape, float(k),
-            float(v_threshold), float(v_reset), float(alpha), float(width))
-    return grad_x, grad_k
+def _needs_x(variant: Variant) -> bool:
+    """Whether this call's backward reads x: a partial derivative reads it, once the switches are known, other
+    than those of learnable parameters this kind does not learn (LIF keeps x only for PLIF with decay_input)."""
+    spec = variant.spec
+    env = {"kind": variant.kind, "hard_reset": variant.hard_reset, "decay_input": variant.decay_input}
+    unlearnt = {p.name for p in spec.learnable if p.learnable is not True and not expr.evaluate(p.learnable, env)}
+    return any(name not in unlearnt and "x" in _live_names(text, env)
+               for table in (spec.dh, spec.ds, *spec.dreset.values()) for name, text in table.items())
 
 
-@neuron_backward.register_fake
-def _(grad_s, h, x, code, k, v_threshold, v_reset, alpha, width):
-    return torch.empty_like(h), h.new_empty((), dtype=torch.float32)
+def _live_names(text: str, env: dict) -> set[str]:
+    """The names a partial reads once the switches are known (``a if decay_input else b`` -> a's names)."""
+    import ast
+
+    node = expr.parse(text)
+    while isinstance(node, ast.IfExp):
+        test = ast.unparse(node.test)
+        if not expr.names(test) <= set(env):
+            break
+        node = node.body if expr.evaluate(test, env) else node.orelse
+    return expr.names(ast.unparse(node))
 
 
-def _setup_context(ctx, inputs, output):
-    x, k_param, code, k, v_threshold, v_reset, alpha, width = inputs
-    _, h = output
-    variant = decode(code, x.dtype)
-    ctx.params = (code, k, v_threshold, v_reset, alpha, width, variant.kind == "plif")
-    keep_x = variant.kind == "plif" and variant.decay_input
-    ctx.save_for_backward(h, x if keep_x else x.new_empty(0), k_param)
-
-
-def _backward(ctx, grad_s, grad_h):
-    h, x, k_param = ctx.saved_tensors
-    code, k, v_threshold, v_reset, alpha, width, plif = ctx.params
-    grad_x, grad_k = neuron_backward(grad_s, h, x, code, k, v_threshold, v_reset, alpha, width)
-    grad_k = grad_k.to(k_param.dtype).reshape(k_param.shape) if plif else None
-    return grad_x, grad_k, None, None, None, None, None, None
-
-
-torch.library.register_autograd("snnexp::neuron_forward", _backward, setup_context=_setup_context)
-
-
-# ------------------------------------------------------------------------------ ternary and multi-level ops
-# The forward ops take the surrogate's (alpha, width) too, unused there, so that autograd hands them to backward.
-
-
-@torch.library.custom_op("snnexp::ternary_forward", mutates_args=())
-def ternary_forward(x: torch.Tensor, code: int, decay: float, v_threshold: float, alpha: float,
-                    width: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [T, N] -> (spikes in {-1, 0, 1}, h)``."""
-    x = x.contiguous()
-    s, h = torch.empty_like(x), torch.empty_like(x)
-    _launch(code, x, False, (x, s, h), *x.shape, float(decay), float(v_threshold))
-    return s, h
-
-
-@ternary_forward.register_fake
-def _(x, code, decay, v_threshold, alpha, width):
-    return torch.empty_like(x), torch.empty_like(x)
-
-
-@torch.library.custom_op("snnexp::ternary_backward", mutates_args=())
-def ternary_backward(grad_s: torch.Tensor, h: torch.Tensor, code: int, decay: float, v_threshold: float,
-                     alpha: float, width: float) -> torch.Tensor:
-    """``(dL/dS, H) -> dL/dX``."""
-    grad_s, h = grad_s.to(h.dtype).contiguous(), h.contiguous()
-    grad_x = torch.empty_like(h)
-    _launch(code, h, True, (grad_s, h, grad_x), *h.shape, float(decay), float(v_threshold), float(alpha),
-            float(width))
-    return grad_x
-
-
-@ternary_backward.register_fake
-def _(grad_s, h, code, decay, v_threshold, alpha, width):
-    return torch.empty_like(h)
-
-
-def _ternary_setup(ctx, inputs, output):
-    ctx.params = inputs[1:]  # code, decay, v_threshold, alpha, width
-    ctx.save_for_backward(output[1])
-
-
-def _ternary_backward(ctx, grad_s, grad_h):
-    (h,) = ctx.saved_tensors
-    return ternary_backward(grad_s, h, *ctx.params), None, None, None, None, None
-
-
-torch.library.register_autograd("snnexp::ternary_forward", _ternary_backward, setup_context=_ternary_setup)
-
-
-@torch.library.custom_op("snnexp::multilevel_forward", mutates_args=())
-def multilevel_forward(x: torch.Tensor, code: int, levels: int, decay: float, v_threshold: float,
-                       level_spacing: float, alpha: float, width: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [T, N] -> (sum_l S_l [T, N], h [levels, T, N])``."""
-    x = x.contiguous()
-    out, h = torch.empty_like(x), x.new_empty((levels, *x.shape))
-    _launch(code, x, False, (x, out, h), *x.shape, int(levels), float(decay), float(v_threshold),
-            float(level_spacing))
-    return out, h
-
-
-@multilevel_forward.register_fake
-def _(x, code, levels, decay, v_threshold, level_spacing, alpha, width):
-    return torch.empty_like(x), x.new_empty((levels, *x.shape))
-
-
-@torch.library.custom_op("snnexp::multilevel_backward", mutates_args=())
-def multilevel_backward(grad_out: torch.Tensor, h: torch.Tensor, code: int, levels: int, decay: float,
-                        v_threshold: float, level_spacing: float, alpha: float, width: float) -> torch.Tensor:
-    """``(dL/dO, H [levels, T, N]) -> dL/dX [T, N]``."""
-    grad_out, h = grad_out.to(h.dtype).contiguous(), h.contiguous()
-    grad_x = torch.empty_like(grad_out)
-    _launch(code, h, True, (grad_out, h, grad_x), *grad_out.shape, int(levels), float(decay),
-            float(v_threshold), float(level_spacing), float(alpha), float(width))
-    return grad_x
-
-
-@multilevel_backward.register_fake
-def _(grad_out, h, code, levels, decay, v_threshold, level_spacing, alpha, width):
-    return torch.empty_like(grad_out, dtype=h.dtype)
-
-
-def _multilevel_setup(ctx, inputs, output):
-    ctx.params = inputs[1:]  # code, levels, decay, v_threshold, level_spacing, alpha, width
-    ctx.save_for_backward(output[1])
-
-
-def _multilevel_backward(ctx, grad_out, grad_h):
-    (h,) = ctx.saved_tensors
-    return (multilevel_backward(grad_out, h, *ctx.params),) + (None,) * 7
-
-
-torch.library.register_autograd("snnexp::multilevel_forward", _multilevel_backward, setup_context=_multilevel_setup)
+OPS: dict[str, tuple] = {spec.name: _define_ops(spec) for spec in registered()}
+for _spec, (_forward, _backward) in zip(registered(), OPS.values()):
+    globals()[f"{_spec.op}_forward"], globals()[f"{_spec.op}_backward"] = _forward, _backward
 
 
 def _index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _check_tensor(x_seq: torch.Tensor) -> None:
+    if x_seq.dtype not in DTYPES:
+        raise TypeError(f"the CuPy neuron kernels take float32, float16 or bfloat16 inputs, got {x_seq.dtype}; "
+                        "cast the input or set the neuron's backend=torch")
+    if not x_seq.is_cuda:
+        raise ValueError(f"the CuPy neuron kernels run on CUDA tensors, got {x_seq.device}")
+
+
+def run(variant: Variant, x_seq, params: dict, surrogate, levels: int = 1, learnt: dict | None = None):
+    """The CUDA kernels of any declared neuron over ``x_seq [T, ...]``: ``params`` by name (floats), ``learnt`` the
+    tensors of the learnable parameters by name (missing: not learnt in this call). Returns the output."""
+    _check_tensor(x_seq)
+    spec = variant.spec
+    learnt = learnt or {}
+    tensors = [learnt[p.name] if p.name in learnt else x_seq.new_empty(()) for p in spec.learnable]
+    scalars = ([int(levels)] if spec.levels else []) + [float(params[p.name]) for p in spec.params]
+    forward, _ = OPS[spec.name]
+    shape = x_seq.shape
+    out, *_ = forward(x_seq.reshape(shape[0], -1), *tensors, encode(variant), *scalars, *surrogate_scalars(surrogate))
+    return out.reshape(shape)
 
 
 def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, surrogate):
@@ -274,39 +253,19 @@ def multistep_neuron(x_seq, k, v_threshold, v_reset, decay_input, detach_reset, 
     _check_tensor(x_seq)
     kind = "if" if k is None else ("plif" if isinstance(k, torch.Tensor) else "lif")
     variant = variant_for(kind, v_reset, detach_reset, decay_input, surrogate, x_seq.dtype)
-    if kind == "plif":
-        k_param, k_value = k, float(k.detach().float().item())
-    else:
-        k_param, k_value = x_seq.new_empty(()), 0.0 if k is None else float(k)  # placeholder, no grad
-    shape = x_seq.shape
-    s, _ = neuron_forward(
-        x_seq.reshape(shape[0], -1), k_param, encode(variant), k_value, float(v_threshold),
-        0.0 if v_reset is None else float(v_reset), *surrogate_scalars(surrogate),
-    )
-    return s.reshape(shape)
-
-
-def _check_tensor(x_seq: torch.Tensor) -> None:
-    if x_seq.dtype not in DTYPES:
-        raise TypeError(f"the CuPy neuron kernels take float32, float16 or bfloat16 inputs, got {x_seq.dtype}; "
-                        "cast the input or set the neuron's backend=torch")
-    if not x_seq.is_cuda:
-        raise ValueError(f"the CuPy neuron kernels run on CUDA tensors, got {x_seq.device}")
+    k_value = float(k.detach().float().item()) if kind == "plif" else (0.0 if k is None else float(k))
+    params = {"k": k_value, "v_threshold": v_threshold, "v_reset": 0.0 if v_reset is None else v_reset}
+    return run(variant, x_seq, params, surrogate, learnt={"k": k} if kind == "plif" else None)
 
 
 def ternary(x_seq, decay, v_threshold, detach_reset, surrogate):
     """Ternary spikes ``{-1, 0, 1}`` of ``x_seq [T, ...]`` on CUDA (the amplitude is applied by the caller)."""
-    _check_tensor(x_seq)
-    code = encode(level_variant("ternary", detach_reset, surrogate, x_seq.dtype))
-    s, _ = ternary_forward(x_seq.reshape(x_seq.shape[0], -1), code, float(decay), float(v_threshold),
-                           *surrogate_scalars(surrogate))
-    return s.reshape(x_seq.shape)
+    variant = level_variant("ternary", detach_reset, surrogate, x_seq.dtype)
+    return run(variant, x_seq, {"decay": decay, "v_threshold": v_threshold}, surrogate)
 
 
 def multilevel(x_seq, levels, decay, v_threshold, level_spacing, detach_reset, surrogate):
-    """Multi-level firing output ``sum_l S_l`` of ``x_seq [T, ...]`` on CUDA (at most SNN_MAX_LEVELS = 8 levels)."""
-    _check_tensor(x_seq)
-    code = encode(level_variant("mlf", detach_reset, surrogate, x_seq.dtype))
-    out, _ = multilevel_forward(x_seq.reshape(x_seq.shape[0], -1), code, int(levels), float(decay),
-                                float(v_threshold), float(level_spacing), *surrogate_scalars(surrogate))
-    return out.reshape(x_seq.shape)
+    """Multi-level firing output ``sum_l S_l`` of ``x_seq [T, ...]`` on CUDA (at most 8 levels)."""
+    variant = variant_of("mlf", detach_reset, surrogate, x_seq.dtype)
+    params = {"decay": decay, "v_threshold": v_threshold, "level_spacing": level_spacing}
+    return run(variant, x_seq, params, surrogate, levels=levels)

@@ -1,12 +1,14 @@
-"""The CUDA / C++ sources in ``cuda/``: ``snnexp/cuda/`` in an installed wheel, the checkout's top-level ``cuda/``
-in a source (editable) install.
+"""The CUDA / C++ sources: the hand-written ones in ``cuda/`` (``snnexp/cuda/`` in an installed wheel, the checkout's
+top-level ``cuda/`` in a source install) and the ones :mod:`snnexp.kernels.generate` writes from the neuron
+declarations, which :func:`read` serves by name like the others.
 
 ``cuda/`` has no ``__init__.py`` on purpose: as a regular package, run from the repository root it would shadow
 NVIDIA's ``cuda`` namespace package, which torch and CuPy import. Being a plain data folder, it is found by path.
 
-``kernel_source()`` is ``neuron_kernels.cu`` with the local ``#include "neuron_math.cuh"`` expanded inline, so
-NVRTC needs no include path for our own headers (only the CUDA toolkit's, for ``cuda_fp16.h``); the host
-build gets the directory itself (:func:`source_dir`).
+``kernel_source()`` is the generated ``neuron_kernels.cu`` with its local includes (``neuron_steps.cuh``,
+``neuron_math.cuh``, ...) expanded inline, so NVRTC needs no include path for our own headers (only the CUDA
+toolkit's, for ``cuda_fp16.h``); the host build gets the directories (:func:`source_dir`, and the generated files
+written out by :mod:`snnexp.kernels.cpu`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import re
 from pathlib import Path
 
 
-MATH_HEADER = "neuron_math.cuh"
-KERNELS = "neuron_kernels.cu"
-HOST_HEADER = "neuron_host.cuh"
-CPU_SOURCE = "neuron_cpu.cpp"
+MATH_HEADER = "neuron_math.cuh"  # hand-written: the prelude of the generated step math
+DEVICE_HEADER = "neuron_device.cuh"  # hand-written: CUDA helpers of the generated kernels
+HOST_HEADER = "neuron_host.cuh"  # hand-written: CPU helpers of the generated loops
+CPU_SOURCE = "neuron_cpu.cpp"  # hand-written: output buffers, includes the generated bindings
+KERNELS = "neuron_kernels.cu"  # generated
 
 _LOCAL_INCLUDE = re.compile(r'^\s*#include\s+"([^"]+)"\s*$', re.MULTILINE)
 
@@ -38,8 +41,21 @@ def cuda_dir() -> Path:
 
 
 @functools.cache
+def generated() -> dict[str, str]:
+    """The generated sources, name -> text (once per process: the declarations are fixed once imported)."""
+    from snnexp.kernels.generate import generated as generate
+
+    return generate()
+
+
 def read(name: str) -> str:
-    """The text of ``cuda/<name>``."""
+    """The text of source ``name``: generated, or ``cuda/<name>``."""
+    found = generated().get(name)
+    return found if found is not None else _read_file(name)
+
+
+@functools.cache
+def _read_file(name: str) -> str:
     return (cuda_dir() / name).read_text(encoding="utf-8")
 
 
@@ -57,7 +73,7 @@ def expand(name: str, _seen: frozenset[str] = frozenset()) -> str:
 
 @functools.cache
 def kernel_source() -> str:
-    """``neuron_kernels.cu`` with ``neuron_math.cuh`` inlined: the NVRTC source of every variant."""
+    """The generated ``neuron_kernels.cu`` with its local headers inlined: the NVRTC source of every variant."""
     return expand(KERNELS)
 
 

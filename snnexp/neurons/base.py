@@ -28,6 +28,8 @@ class MultiStepNeuron(nn.Module):
     (LIF, IF, PLIF, Ternary, MLF: see ``snnexp.neurons.functional``) override it and honour ``backend``.
     """
 
+    binary_spikes: bool = False  # True where every output is 0 or 1 (snnexp.training.spike_packing keeps them as bits)
+
     def __init__(
         self,
         v_threshold: float = 1.0,

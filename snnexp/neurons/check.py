@@ -2,9 +2,9 @@
 compiled for the host, equals the torch reference for every variant. Prints a table; exit status 1 on failure.
 
 (a) needs CuPy's NVRTC binding (``pip install snnexp[cuda]``; no GPU needed) and is skipped with a note without
-it. The variants of one dtype are compiled as one NVRTC program (one name expression per kernel), then each
-variant's lowered names are looked up in the PTX. (b) builds ``cuda/neuron_host.cuh`` as a torch C++ extension
-(:mod:`snnexp.kernels.cpu`) and compares spikes (exactly) and gradients of X and, for PLIF, of k (relative to
+it. The variants of one dtype are compiled as one NVRTC program (the generated kernels, one name expression per
+kernel), then each variant's lowered names are looked up in the PTX. (b) builds the generated CPU loops as a torch
+C++ extension (:mod:`snnexp.kernels.cpu`) and compares spikes (exactly) and gradients of X and, for PLIF, of k (relative to
 the largest gradient, float32 tolerance) on random inputs, float32.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from snnexp.kernels import sources
-from snnexp.kernels.variants import ARCHS, DTYPES, LEVEL_KINDS, Variant, all_variants, nvrtc_options
+from snnexp.kernels.variants import ARCHS, DTYPES, Variant, all_variants, nvrtc_options
 from snnexp.neurons import functional as F
 from snnexp.neurons.surrogate import SURROGATES
 
@@ -45,7 +45,7 @@ def nvrtc_module():
 
 
 def compile_ptx(nvrtc, variants: list[Variant], arch: str) -> tuple[str, dict[str, str]]:
-    """Compile ``neuron_kernels.cu`` with these variants' name expressions; returns the PTX and lowered names."""
+    """Compile the generated kernels with these variants' name expressions; returns the PTX and lowered names."""
     prog = nvrtc.createProgram(sources.kernel_source(), "neuron_kernels.cu", [], [])
     try:
         names = list(dict.fromkeys(n for v in variants for n in v.name_expressions))  # forwards are shared
@@ -101,8 +101,10 @@ def run_both(variant: Variant, shape=(6, 3, 37), seed=0):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(shape, generator=g) * 1.2 + 0.6).float()
     grad_s = torch.randn(shape, generator=g)
-    if variant.kind in LEVEL_KINDS:
+    if variant.kind in ("ternary", "mlf"):
         return _run_both_levels(variant, x, grad_s, g)
+    if variant.kind not in ("if", "lif", "plif"):
+        return _run_both_declared(variant, x, grad_s, g)
     k = _k_for(variant.kind, g)
     v_reset = float(torch.randn((), generator=g) * 0.2) if variant.hard_reset else None
     surrogate = SURROGATES[variant.surrogate]()
@@ -141,6 +143,25 @@ def _run_both_levels(variant: Variant, x, grad_s, g):
         s = fn(xi)
         s.backward(grad_s)
         outs.append((s.detach(), xi.grad, None))
+    return outs
+
+
+def _run_both_declared(variant: Variant, x, grad_s, g):
+    """Any other declared neuron (``DeclaredNeuron``): its torch reference against the fused CPU path, comparing
+    the gradient of its (first) learnable parameter too."""
+    from snnexp.neurons.declared import DECLARED
+
+    surrogate = SURROGATES[variant.surrogate]()
+    surrogate.alpha = float(surrogate.alpha * (0.6 + torch.rand((), generator=g)))
+    outs = []
+    for backend in ("torch", "auto"):
+        torch.manual_seed(0)
+        neuron = DECLARED[variant.kind].for_check(variant.detach_reset, surrogate, backend)
+        xi = x.clone().requires_grad_()
+        s = neuron(xi)
+        s.backward(grad_s)
+        grads = [p.grad for p in neuron.parameters()]
+        outs.append((s.detach(), xi.grad, grads[0] if grads else None))
     return outs
 
 

@@ -17,9 +17,27 @@ import math
 import torch
 from torch import nn
 
+from snnexp.kernels.spec import NeuronSpec, Param, register
 from snnexp.neurons import functional as F
 from snnexp.neurons.base import MultiStepNeuron
 from snnexp.neurons.surrogate import Surrogate
+
+# The fused kernels' declaration of the family (snnexp/kernels/generate.py writes them from it); the torch
+# reference is snnexp.neurons.functional.MultiStepNeuronFunction, which the tests hold the kernels to.
+DECLARATION = register(NeuronSpec(
+    name="multistep", op="neuron", title="Neuron", kinds=("if", "lif", "plif"),
+    switches=("decay_input", "hard_reset"), switch_kinds={"decay_input": ("lif", "plif")},
+    state=("v",), params=(Param("k", learnable='kind == "plif"'), Param("v_threshold"), Param("v_reset")),
+    lets={"v_rest": "v_reset if hard_reset else 0.0"},
+    init={"v": "v_rest"},
+    charge='v + x if kind == "if" else (v + (x - (v - v_rest)) * k if decay_input else v - (v - v_rest) * k + x)',
+    fire="h - v_threshold",
+    reset={"v": "h * (1.0 - s) + v_reset * s if hard_reset else h - s * v_threshold"},
+    dh={"x": 'k if kind != "if" and decay_input else 1.0', "v": '1.0 if kind == "if" else 1.0 - k',
+        "k": "x - (v - v_rest) if decay_input else -(v - v_rest)"},
+    ds={"h": "sg"},
+    dreset={"v": {"h": "1.0 - s if hard_reset else 1.0", "s": "v_reset - h if hard_reset else -v_threshold"}},
+))
 
 
 class _Integrator(MultiStepNeuron):
@@ -27,6 +45,7 @@ class _Integrator(MultiStepNeuron):
     so the whole sequence runs through one fused function (``backend``: torch, cupy or auto)."""
 
     decay_input: bool = False
+    binary_spikes: bool = True  # emits 0 or 1: the spikes a layer saves for its backward may be kept as bits
 
     def leak(self) -> F.Leak:
         """``k`` in ``H[t] = V[t-1] + k (X[t] - (V[t-1] - V_reset))``; ``None`` for IF."""

@@ -27,11 +27,26 @@ from __future__ import annotations
 
 import torch
 
+from snnexp.kernels.spec import MAX_LEVELS, NeuronSpec, Param, register
 from snnexp.neurons import functional as F
 from snnexp.neurons.base import MultiStepNeuron
 from snnexp.neurons.surrogate import Rectangle, Surrogate
 
-MAX_FUSED_LEVELS = 8  # SNN_MAX_LEVELS in cuda/neuron_math.cuh: more levels run on the unrolled reference
+MAX_FUSED_LEVELS = MAX_LEVELS  # the fused kernels keep the levels in registers: more run on the unrolled reference
+
+# The fused kernels' declaration, one level (snnexp/kernels/generate.py writes them from it); the reference is the
+# unrolled MLF.step below.
+DECLARATION = register(NeuronSpec(
+    name="multilevel", title="MultiLevel", kinds=("mlf",), levels=True, fixed={"hard_reset": True},
+    state=("v",), params=(Param("decay"), Param("v_threshold"), Param("level_spacing")),
+    init={"v": "0.0"},
+    charge="decay * v + x",
+    fire="h - (v_threshold + level_spacing * level)",
+    reset={"v": "h * (1.0 - s)"},
+    dh={"x": "1.0", "v": "decay"},
+    ds={"h": "sg"},
+    dreset={"v": {"h": "1.0 - s", "s": "-h"}},
+))
 
 
 class MLF(MultiStepNeuron):

@@ -23,6 +23,8 @@ from snnexp.neurons.lif import LIF
 class ReverBLIF(LIF):
     """LIF with real-valued spikes ``O[t] = S[t] H[t]``; unrolled in plain autograd (no fused backend)."""
 
+    binary_spikes = False  # O[t] = S[t] H[t] is real-valued
+
     def step(self, x_t: torch.Tensor, v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(X[t], V[t-1]) -> (O[t], V[t])`` with ``O[t] = S[t] H[t]``; the reset uses the binary ``S[t]``."""
         if v is None:

@@ -8,10 +8,9 @@ and its parameters (``alpha``, Dspike's ``width``) are ordinary attributes that 
 change between steps (evolving surrogates) without rebuilding or recompiling anything. The CUDA kernels
 receive them as kernel arguments.
 
-Each surrogate carries its derivative twice, side by side, so the two cannot drift apart unnoticed:
-``derivative`` (torch) and ``cuda_snippet``, the same function as a C expression in ``x``, ``alpha``
-(and ``width`` for Dspike), written so that it is also valid Python once ``expf``/``fabsf``/``tanhf``/
-``fmaxf`` are mapped to their math counterparts (the tests evaluate it that way).
+Each surrogate writes its derivative once, as ``formula``: an expression in ``x``, ``alpha`` (and ``width`` for
+Dspike) of the declaration language (:mod:`snnexp.kernels.expr`). ``derivative`` evaluates it with torch; the
+generated kernels compile its C translation, ``cuda_snippet``.
 
 Parameterisations follow SpikingJelly (Sigmoid, ATan), TET (Triangle), STBP (Rectangle) and Dspike, so a
 user's ``alpha`` means what it means there.
@@ -23,6 +22,9 @@ import math
 
 import torch
 
+from snnexp.kernels import expr
+from snnexp.kernels.spec import register_surrogate
+
 
 def heaviside(x: torch.Tensor) -> torch.Tensor:
     """``Heaviside(x) = 1 if x >= 0 else 0``, in ``x``'s dtype."""
@@ -33,7 +35,12 @@ class Surrogate:
     """Base class: forward is the Heaviside step, ``derivative`` is the surrogate gradient ``dS/dx``."""
 
     name: str = ""
-    cuda_snippet: str = ""
+    formula: str = ""  # dS/dx in x, alpha (, width): the declaration language, evaluated by torch and compiled to C
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.formula:
+            cls.cuda_snippet = expr.to_c(cls.formula)
 
     def __init__(self, alpha: float):
         alpha = float(alpha)
@@ -48,7 +55,10 @@ class Surrogate:
     __call__ = forward
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """``dS/dx``: the formula, evaluated with torch."""
+        if not self.formula:
+            raise NotImplementedError(f"{type(self).__name__} defines neither a formula nor derivative()")
+        return expr.evaluate(self.formula, {"x": x, "width": 1.0, **self.params()})
 
     def params(self) -> dict[str, float]:
         """The runtime parameters, as passed to the CUDA kernels."""
@@ -63,55 +73,40 @@ class Sigmoid(Surrogate):
     """SpikingJelly's sigmoid: ``dS/dx = alpha * sigmoid(alpha x) * (1 - sigmoid(alpha x))``."""
 
     name = "sigmoid"
-    cuda_snippet = "alpha / (1.0f + expf(-alpha * x)) * (1.0f - 1.0f / (1.0f + expf(-alpha * x)))"
+    formula = "alpha * sigmoid(alpha * x) * (1.0 - sigmoid(alpha * x))"
 
     def __init__(self, alpha: float = 4.0):
         super().__init__(alpha)
-
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        sg = torch.sigmoid(self.alpha * x)
-        return self.alpha * sg * (1.0 - sg)
 
 
 class ATan(Surrogate):
     """SpikingJelly's arctan: ``dS/dx = (alpha / 2) / (1 + (pi/2 * alpha * x)^2)``."""
 
     name = "atan"
-    cuda_snippet = (
-        "alpha / 2.0f / (1.0f + (1.5707963267948966f * alpha * x) * (1.5707963267948966f * alpha * x))"
-    )
+    formula = "alpha / 2.0 / (1.0 + (pi / 2.0 * alpha * x) ** 2)"
 
     def __init__(self, alpha: float = 2.0):
         super().__init__(alpha)
-
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.alpha / 2.0) / (1.0 + (math.pi / 2.0 * self.alpha * x).square())
 
 
 class Triangle(Surrogate):
     """TET's triangle, ``gamma = alpha``: ``dS/dx = (1 / gamma^2) * max(0, gamma - |x|)``."""
 
     name = "triangle"
-    cuda_snippet = "fmaxf(0.0f, alpha - fabsf(x)) / (alpha * alpha)"
+    formula = "maximum(0.0, alpha - abs(x)) / (alpha * alpha)"
 
     def __init__(self, alpha: float = 1.0):
         super().__init__(alpha)
-
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.alpha - x.abs()).clamp(min=0.0) / (self.alpha * self.alpha)
 
 
 class Rectangle(Surrogate):
     """STBP's rectangle of width ``a = alpha``: ``dS/dx = (1 / a) * 1[|x| < a / 2]``."""
 
     name = "rectangle"
-    cuda_snippet = "(fabsf(x) < 0.5f * alpha) / alpha"
+    formula = "(abs(x) < 0.5 * alpha) / alpha"
 
     def __init__(self, alpha: float = 1.0):
         super().__init__(alpha)
-
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.abs() < 0.5 * self.alpha).to(x.dtype) / self.alpha
 
 
 class Dspike(Surrogate):
@@ -121,9 +116,7 @@ class Dspike(Surrogate):
     """
 
     name = "dspike"
-    cuda_snippet = (
-        "(fabsf(x) <= width) * alpha / (2.0f * tanhf(alpha * width)) * (1.0f - tanhf(alpha * x) * tanhf(alpha * x))"
-    )
+    formula = "(abs(x) <= width) * alpha / (2.0 * tanh(alpha * width)) * (1.0 - tanh(alpha * x) ** 2)"
 
     def __init__(self, alpha: float = 3.0, width: float = 1.0):
         super().__init__(alpha)
@@ -135,15 +128,12 @@ class Dspike(Surrogate):
     def params(self) -> dict[str, float]:
         return {"alpha": self.alpha, "width": self.width}
 
-    def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        b, c = self.alpha, self.width
-        bump = b / (2.0 * math.tanh(b * c)) * (1.0 - torch.tanh(b * x).square())
-        return bump * (x.abs() <= c).to(x.dtype)
-
 
 SURROGATES: dict[str, type[Surrogate]] = {
     cls.name: cls for cls in (Sigmoid, ATan, Triangle, Rectangle, Dspike)
 }
+for _cls in SURROGATES.values():  # the kernels' surrogate codes, in this order
+    register_surrogate(_cls.name, _cls.formula)
 
 
 def resolve(surrogate: Surrogate | str | None) -> Surrogate:

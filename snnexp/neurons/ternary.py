@@ -28,9 +28,25 @@ import torch
 from torch import nn
 
 from snnexp.errors import SnnexpError
+from snnexp.kernels.spec import NeuronSpec, Param, register
 from snnexp.neurons import functional as F
 from snnexp.neurons.base import MultiStepNeuron
 from snnexp.neurons.surrogate import Rectangle, Surrogate
+
+# The fused kernels' declaration (snnexp/kernels/generate.py writes them from it); the reference is the unrolled
+# Ternary.step below. d|S|/dS = sign(S), and ds/dh = sign(H)^2 sg = sg where H != 0.
+DECLARATION = register(NeuronSpec(
+    name="ternary", title="Ternary", fixed={"hard_reset": True},
+    state=("v",), params=(Param("decay"), Param("v_threshold")),
+    init={"v": "0.0"},
+    charge="decay * v + x",
+    fire="abs(h) - v_threshold",
+    spike="sign(h) * heaviside(u)",
+    reset={"v": "h * (1.0 - abs(s))"},
+    dh={"x": "1.0", "v": "decay"},
+    ds={"h": "sg if h != 0.0 else 0.0"},
+    dreset={"v": {"h": "1.0 - abs(s)", "s": "-h * sign(s)"}},
+))
 
 
 class Ternary(MultiStepNeuron):

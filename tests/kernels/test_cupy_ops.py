@@ -102,8 +102,8 @@ def test_every_op_launches_its_kernel_with_the_argument_types_of_the_cuda_signat
     assert h.shape == (3, 3, 600)
     cupy_ops.multilevel_backward(x, h, mlf, 3, 0.25, 0.6, 1.0, 1.0, 1.0)
 
-    signatures = _kernel_signatures()
-    assert len(signatures) == 6 and [name for name, _, _ in launched] == [
+    signatures = _kernel_signatures()  # of every declared neuron (2 kernels each), these six among them
+    assert {name for name, _, _ in launched} <= set(signatures) and [name for name, _, _ in launched] == [
         "multistep_forward", "multistep_backward", "ternary_forward", "ternary_backward", "multilevel_forward",
         "multilevel_backward"]
     for name, grid, args in launched:

@@ -27,7 +27,7 @@ def test_every_variant_compiles_with_nvrtc(arch):
 def test_host_compiled_step_math_equals_torch_reference_for_every_variant():
     results = check.check_host(all_variants(dtypes=(torch.float32,)))
     failed = [f"{r.variant.label}: {r.detail}" for r in results if not r.ok]
-    assert len(results) == 120 and not failed, failed[:5]
+    assert len(results) == len(all_variants(dtypes=(torch.float32,))) >= 120 and not failed, failed[:5]
 
 
 @needs_host_build
