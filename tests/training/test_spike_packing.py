@@ -68,6 +68,12 @@ def test_real_valued_spikes_are_never_packed(tmp_path):
     assert not packed
 
 
-def test_packing_can_be_switched_off_and_removed():
-    model = torch.nn.Sequential(torch.nn.Linear(3, 3))
-    assert not SpikePacking(model).enabled or not SpikePacking(model)._handles  # no binary neuron: nothing to mark
+def test_packing_marks_only_binary_neurons_and_can_be_switched_off_and_removed():
+    from snnexp.neurons import LIF
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), LIF(), torch.nn.Linear(4, 2))
+    assert not SpikePacking(model, enabled=False)._handles and not model[1]._forward_hooks
+    packing = SpikePacking(model)
+    assert len(packing._handles) == 1 and len(model[1]._forward_hooks) == 1  # the LIF only, not the linears
+    packing.remove()
+    assert not model[1]._forward_hooks
