@@ -1,6 +1,6 @@
 """Peak memory of one training step: snnexp vs the same network from SpikingJelly 2.0.
 
-    python benchmarks/memory.py [--T 8] [--batch 16] [--models resnet19] [--threads 2]
+    python benchmarks/memory.py [--T 8] [--batch 16] [--models resnet19] [--threads 2] [--repeats 3]
 
 The step and both sides are those of ``benchmarks/step_cpu.py`` (models built by ``benchmarks/sj_twins.py``:
 snnexp's ``python -m snnexp model=<model> neuron=tet_lif`` through ``snnexp.build``, with the encoding inside
@@ -14,7 +14,8 @@ else the lifetime peak ``ru_maxrss`` is used and the reading is a lower bound wh
 one step runs, and the growth of the peak over the resident set before the step is reported. It covers
 everything the step holds at its peak: activations saved for backward, gradients, temporaries, and buffers an
 allocator keeps (snnexp's output-buffer cache included). "kept after" is the growth that stays resident after the
-step (gradients are set to None first): caches and allocator slack.
+step (gradients are set to None first): caches and allocator slack. glibc's heap makes the reading vary by
+about 10% from process to process, so each entry runs ``--repeats`` times: the table gives the median and range.
 
 CUDA (when ``torch.cuda.is_available()``): each entry, in a fresh subprocess, runs one warm-up step on the GPU, then
 ``torch.cuda.reset_peak_memory_stats()`` and one step; reported is ``max_memory_allocated()`` minus
@@ -115,6 +116,7 @@ def cuda_worker(model: str, entry: str, T: int, batch: int) -> dict:
 
 
 def run(args, device: str) -> list[dict]:
+    import statistics
     import subprocess
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -123,11 +125,19 @@ def run(args, device: str) -> list[dict]:
         for entry in ENTRIES:
             cmd = [sys.executable, __file__, "--worker", device, model, entry, "--T", str(args.T), "--batch",
                    str(args.batch), "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                row = {"skipped": "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]}
-            else:
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs = []
+            for _ in range(args.repeats):
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    runs = [{"skipped": "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]}]
+                    break
+                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            row = runs[-1]
+            if "peak_mib" in row:
+                peaks = [r["peak_mib"] for r in runs]
+                row = {**row, "peak_mib": statistics.median(peaks), "peak_range": (min(peaks), max(peaks))}
+                if "kept_mib" in row:
+                    row["kept_mib"] = statistics.median(r["kept_mib"] for r in runs)
             rows.append({"model": model, "entry": entry, **row})
     return rows
 
@@ -136,13 +146,13 @@ def table(rows: list[dict], device: str, args) -> None:
     if device == "cpu":
         print(f"\nPeak memory of one training step on the CPU: growth of the peak RSS over the RSS before the step "
               f"(T={args.T}, batch {args.batch}, {args.threads} threads)\n")
-        print("| model | entry | peak MiB | kept after MiB | ratio vs SpikingJelly |")
+        print("| model | entry | peak MiB, median (range) | kept after MiB | ratio vs SpikingJelly |")
         print("|---|---|---|---|---|")
     else:
         name = next((r["device_name"] for r in rows if "device_name" in r), "CUDA")
         print(f"\nPeak memory of one training step on {name}: max_memory_allocated minus memory_allocated before "
               f"the step (T={args.T}, batch {args.batch})\n")
-        print("| model | entry | peak MiB | ratio vs SpikingJelly |")
+        print("| model | entry | peak MiB, median (range) | ratio vs SpikingJelly |")
         print("|---|---|---|---|")
     for model in args.models:
         mine = [r for r in rows if r["model"] == model]
@@ -154,8 +164,10 @@ def table(rows: list[dict], device: str, args) -> None:
                 continue
             ratio = f"{r['peak_mib'] / sj['peak_mib']:.2f}" if sj and sj["peak_mib"] > 0 else "-"
             kept = f" {r['kept_mib']:.0f} |" if device == "cpu" else ""
-            print(f"| {label} | {r['entry']} | {r['peak_mib']:.0f} |{kept} {ratio} |")
-    print("\nratio: the entry's peak / SpikingJelly's (below 1: less memory than SpikingJelly).")
+            low, high = r["peak_range"]
+            print(f"| {label} | {r['entry']} | {r['peak_mib']:.0f} ({low:.0f}-{high:.0f}) |{kept} {ratio} |")
+    print(f"\nratio: the entry's median peak / SpikingJelly's (below 1: less memory than SpikingJelly); "
+          f"{args.repeats} fresh processes per entry.")
     done = [r for r in rows if "skipped" not in r]
     for model in args.models:
         counts = {r["params"] for r in done if r["model"] == model}
@@ -173,6 +185,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--models", nargs="+", default=["resnet19"], choices=list(SIZES))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per entry (median reported)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA table even where a GPU is present")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

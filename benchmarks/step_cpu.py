@@ -14,8 +14,11 @@ Entries:
 
 * ``snnexp``: ``python -m snnexp model=<model> neuron=tet_lif`` built by snnexp's own builder (``snnexp.build``:
   the model, its BN warm-start hooks, the ``SNNModule`` that encodes); the step is ``module(x)`` and the method's
-  loss (the default method, ``sdt``: cross-entropy of the logits averaged over T), as training runs it. The
-  neuron is snnexp's default CPU path (``backend=auto``: the fused C++ extension).
+  loss (the default method, ``sdt``: cross-entropy of the logits averaged over T), inside
+  ``module.spike_packing.saving()`` as ``training_step`` runs it (``pack_spikes`` and ``recompute_bn`` on, the
+  defaults). The neuron is snnexp's default CPU path (``backend=auto``: the fused C++ extension).
+* ``snnexp (plain saving)``: the same with ``pack_spikes=false recompute_bn=false``: the saved spikes kept as
+  float32 and the neurons' saved inputs kept rather than recomputed (what each op saves, as in SpikingJelly).
 * ``SpikingJelly 2.0``: the same layout from ``spikingjelly.activation_based`` layers in multi-step mode,
   ``neuron.LIFNode`` with the snnexp neuron's tau / threshold / reset / surrogate / detach_reset / decay_input
   (PiecewiseQuadratic(1/g) is snnexp's Triangle(g)), the same loss, ``functional.reset_net`` after each step.
@@ -45,7 +48,8 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if BENCH_DIR not in sys.path:
     sys.path.insert(0, BENCH_DIR)
 
-ENTRIES = ("snnexp", "snnexp (spikes unpacked)", "SpikingJelly 2.0")  # unpacked: pack_spikes=false
+PLAIN = "snnexp (plain saving)"  # pack_spikes=false recompute_bn=false: autograd keeps what each op saves
+ENTRIES = ("snnexp", PLAIN, "SpikingJelly 2.0")
 # model -> (T, batch)
 SIZES = {"resnet19": (4, 16), "vggsnn": (10, 16)}
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}

@@ -102,6 +102,7 @@ class TrainConfig:
     optimized_metric: str = "val/acc"
     bn_warm_start: bool = True  # BatchNorm running statistics: plain average of the first 1/momentum batches
     pack_spikes: bool = True  # BPTT memory: binary spikes saved for the backward kept as bits (exact gradients)
+    recompute_bn: bool = True  # BPTT memory: BN outputs a neuron saves recomputed in the backward (exact gradients)
     optim: Any = MISSING  # the optim group: a partial optimiser (see snnexp.optim)
     scheduler: Any = None  # the scheduler group: a partial per-epoch schedule; none (~scheduler) = no scheduler
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -169,8 +169,9 @@ def extension():
 
 
 def empty_cache() -> None:
-    """Free the cached output buffers of the CPU path (like ``torch.cuda.empty_cache``)."""
-    if available():
+    """Free the cached output buffers of the CPU path (like ``torch.cuda.empty_cache``); never builds the
+    extension (unloaded, it holds nothing)."""
+    if extension.cache_info().currsize:
         extension().pool_release()
 
 
@@ -238,13 +239,15 @@ class FusedCpu(torch.autograd.Function):
         out = getattr(extension(), f"{spec.name}_forward")(x2, kind, variant.switches, int(levels), list(params))
         ctx.meta = (spec, kind, variant, list(params), int(levels), surrogate_kinds()[surrogate.name],
                     surrogate_scalars(surrogate), x_seq.shape)
-        ctx.save_for_backward(x2, *learnt)  # x (the caller's tensor, no copy): the backward recomputes h per chunk
+        # x_seq itself (no copy; a saved BatchNorm output may be kept as its recipe): the backward recomputes h
+        ctx.save_for_backward(x_seq, *learnt)
         return out.reshape(x_seq.shape)
 
     @staticmethod
     def backward(ctx, grad_out):
         spec, kind, variant, params, levels, sg, (alpha, width), shape = ctx.meta
-        x2, *learnt = ctx.saved_tensors
+        x_seq, *learnt = ctx.saved_tensors
+        x2 = _as_rows(x_seq)
         grad_x, grads = getattr(extension(), f"{spec.name}_backward")(
             grad_out.reshape(x2.shape).float().contiguous(), x2, kind, variant.switches, variant.detach_reset, sg,
             levels, params, alpha, width)

@@ -10,6 +10,7 @@ float32 literals (``0.5`` -> ``0.5f``). ``kind == "plif"`` compares a neuron fam
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import math
 
@@ -155,7 +156,7 @@ class _ToCalls(ast.NodeTransformer):
 
 @functools.cache
 def _compiled(src: str):
-    tree = ast.Expression(_ToCalls().visit(parse(src)))
+    tree = ast.Expression(_ToCalls().visit(copy.deepcopy(parse(src))))  # parse's tree is cached: not in place
     return compile(ast.fix_missing_locations(tree), f"<declaration {src!r}>", "eval")
 
 

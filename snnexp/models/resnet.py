@@ -18,6 +18,7 @@ from snnexp.models.binary import WeightsFn, init_weight_, real_weights, weights_
 from snnexp.models.layers import SeqToBatch, SpikingModel, conv_bn, image_shape
 from snnexp.models.norm import NormLayer, batch_norm, make_norm_layer
 from snnexp.models.output import ModelOutput
+from snnexp.models.recompute import residual_add
 from snnexp.models.registry import ModelConfigError, register_model
 
 
@@ -60,7 +61,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv2(self.sn1(self.conv1(x)))
-        return self.sn2(out + self.shortcut(x))
+        return self.sn2(residual_add(out, self.shortcut(x)))  # the sum the neuron saves: recomputable
 
 
 class SpikingResNet(SpikingModel):

@@ -1,18 +1,25 @@
-"""Binary spikes kept for the backward pass as bits: 32× less memory than float32 for what BPTT stores most.
+"""What BPTT keeps for the backward, kept small: binary spikes as bits, BatchNorm outputs as a recipe.
 
 A conv or linear layer saves its input for the weight gradient; in a spiking network that input is mostly the
 spikes of the neuron before it, ``{0, 1}`` in float32. :class:`SpikePacking` marks the outputs of neurons that
 declare ``binary_spikes`` (a forward hook) and, while :meth:`SpikePacking.saving` is active, packs every saved
 tensor that is such an output (or a view of one) into a ``uint8`` bit array; autograd unpacks it when the backward
-needs it. The unpacked tensor equals the original exactly, so gradients are bit-identical (tests).
+needs it. A neuron saves its input, mostly a BatchNorm's output (or a residual sum of those and spikes): with
+``recompute=True`` such a tensor is kept as its recipe (``snnexp.models.recompute``) and recomputed from the BN's
+own saved input when the backward needs it. Both restore the original exactly, so gradients are bit-identical
+(tests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
 from torch import nn
+
+from snnexp.kernels import cpu as cpu_kernels
+from snnexp.models.recompute import BATCH_NORMS, Recipe, recipe_of, recording, tag_batch_norm, untag
 
 _MARK = "_snnexp_binary_spikes"
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
@@ -53,14 +60,55 @@ def _root(x: torch.Tensor) -> torch.Tensor:
     return x._base if x._base is not None else x
 
 
-def _pack(x: torch.Tensor):
-    if getattr(_root(x), _MARK, False) and x.is_floating_point() and x.is_contiguous():
+class _Recomputed:
+    """A saved tensor as its recipe: the kept tensors (with their versions), the operands compacted, and the view
+    of the recomputed tensor that was saved."""
+
+    __slots__ = ("fn", "kept", "versions", "operands", "layout", "view")
+
+    def __init__(self, x: torch.Tensor, recipe: Recipe, operands: list):
+        self.fn, self.operands = recipe.fn, operands
+        self.kept = [_Packed(t) if _is_spikes(t) else t for t in recipe.kept]  # a BN right after a neuron
+        self.versions = [t._version if isinstance(t, torch.Tensor) else None for t in self.kept]
+        self.layout = (recipe.shape, recipe.stride)
+        self.view = None if x._base is None else (x.shape, x.stride(), x.storage_offset())
+
+    def restore(self) -> torch.Tensor:
+        for t, version in zip(self.kept, self.versions):
+            if isinstance(t, torch.Tensor) and t._version != version:
+                raise RuntimeError("a tensor needed to recompute a saved BatchNorm output was modified in place "
+                                   "after the forward (set recompute_bn=false to keep the outputs instead)")
+        with torch.no_grad():
+            root = self.fn(*(_unpack(k) for k in self.kept), *(_unpack(o) for o in self.operands))
+        shape, stride = self.layout
+        if root.stride() != stride:  # the same values in the forward's memory layout, for the saved view
+            root = torch.empty_strided(shape, stride, dtype=root.dtype, device=root.device).copy_(root)
+        return root if self.view is None else root.as_strided(*self.view)
+
+
+def _is_spikes(x) -> bool:
+    return isinstance(x, torch.Tensor) and getattr(_root(x), _MARK, False) and x.is_floating_point() \
+        and x.is_contiguous()
+
+
+def _compact(x: torch.Tensor, recompute: bool):
+    """``x`` as bits (binary spikes) or as its recipe (with ``recompute``), or None where neither applies."""
+    if _is_spikes(x):
         return _Packed(x)
-    return x
+    recipe = recipe_of(x) if recompute else None
+    if recipe is None:
+        return None
+    operands = [_compact(o, recompute) for o in recipe.operands]
+    if any(o is None for o in operands):
+        untag(x)  # x is kept as it is: let its operands go
+        return None
+    return _Recomputed(x, recipe, operands)
 
 
 def _unpack(saved):
-    return unpack_bits(saved.bits, saved.shape, saved.dtype) if isinstance(saved, _Packed) else saved
+    if isinstance(saved, _Packed):
+        return unpack_bits(saved.bits, saved.shape, saved.dtype)
+    return saved.restore() if isinstance(saved, _Recomputed) else saved
 
 
 def _mark(module: nn.Module, args, output) -> None:
@@ -69,21 +117,34 @@ def _mark(module: nn.Module, args, output) -> None:
 
 
 class SpikePacking:
-    """Marks the outputs of ``model``'s binary-spike neurons; :meth:`saving` packs them when autograd saves them."""
+    """Marks the outputs of ``model``'s binary-spike neurons (``enabled``) and tags its exact ``nn.BatchNorm*d``
+    outputs as recomputable (``recompute``); :meth:`saving` keeps them compactly when autograd saves them."""
 
-    def __init__(self, model: nn.Module, enabled: bool = True):
-        self.enabled = enabled
-        self._handles = [m.register_forward_hook(_mark) for m in model.modules()
-                         if enabled and getattr(m, "binary_spikes", False)]
+    def __init__(self, model: nn.Module, enabled: bool = True, recompute: bool = False):
+        self.enabled, self.recompute = enabled, recompute
+        marks = [m.register_forward_hook(_mark) for m in model.modules()
+                 if enabled and getattr(m, "binary_spikes", False)]
+        tags = [m.register_forward_hook(tag_batch_norm) for m in model.modules()
+                if recompute and type(m) in BATCH_NORMS]
+        self._handles = list(itertools.chain(marks, tags))
+
+    def _pack(self, x: torch.Tensor):
+        compact = _compact(x, self.recompute)
+        return x if compact is None else compact
 
     @contextlib.contextmanager
     def saving(self):
-        """Pack the marked spikes autograd saves inside the block (the forward of a training step)."""
-        if not (self.enabled and self._handles):
+        """Keep the marked spikes and tagged outputs compactly while autograd saves them inside the block (the
+        forward of a training step)."""
+        if self._handles:
+            with torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack), \
+                    (recording() if self.recompute else contextlib.nullcontext()):
+                yield
+        else:
             yield
-            return
-        with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):
-            yield
+        # the CPU neurons' cached free buffers are the forward's spikes, freed once packed: kept through the
+        # backward they would sit idle at its peak (ResNet-19, T=8: 220 of 1500 MiB)
+        cpu_kernels.empty_cache()
 
     def remove(self) -> None:
         for handle in self._handles:

@@ -1,8 +1,10 @@
-"""Saved spikes as bits (snnexp/training/spike_packing.py): the round trip is exact, a training step's gradients are
-bit-identical with and without packing, only binary neurons' outputs are packed, and the bytes autograd keeps
-for the spikes shrink 32-fold."""
+"""Saved spikes as bits and saved BatchNorm outputs as recipes (snnexp/training/spike_packing.py): the round trip is
+exact, a training step's gradients are bit-identical with and without them, only binary neurons' outputs are
+packed, the bytes autograd keeps for the spikes shrink 32-fold and the neurons' saved inputs are not kept."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -24,10 +26,12 @@ def test_bits_round_trip_exactly(shape, dtype):
     assert restored.dtype == dtype and torch.equal(restored, x)
 
 
-def gradients(overrides: list[str], pack: bool, tmp_path) -> tuple[dict[str, torch.Tensor], list[int]]:
+def gradients(overrides: list[str], pack: bool, tmp_path, recompute: bool = False
+              ) -> tuple[dict[str, torch.Tensor], list[int]]:
     """One training step's parameter gradients (same seed, weights and batch), and the bytes of every saved
     tensor packed (``[original bytes, packed bytes]`` per tensor)."""
-    cfg = compose_config(["data.batch_size=4", "seed=0", f"pack_spikes={str(pack).lower()}", *overrides], tmp_path)
+    cfg = compose_config(["data.batch_size=4", "seed=0", f"pack_spikes={str(pack).lower()}",
+                          f"recompute_bn={str(recompute).lower()}", *overrides], tmp_path)
     torch.manual_seed(0)
     _, module = build(cfg)
     x = torch.rand(4, *module.input_shape)
@@ -77,3 +81,152 @@ def test_packing_marks_only_binary_neurons_and_can_be_switched_off_and_removed()
     assert len(packing._handles) == 1 and len(model[1]._forward_hooks) == 1  # the LIF only, not the linears
     packing.remove()
     assert not model[1]._forward_hooks
+
+
+def saved_storage_bytes(module, x, y) -> tuple[int, int]:
+    """(bytes of activations autograd keeps as tensors, number kept as recipes) for one forward of ``module``."""
+    kept, recipes = {}, []
+    pack = module.spike_packing._pack
+
+    def counting(t):
+        out = pack(t)
+        if isinstance(out, spike_packing._Recomputed):
+            recipes.append(out)
+        elif isinstance(out, torch.Tensor) and not isinstance(out, torch.nn.Parameter):  # activations only
+            kept[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
+        return out
+
+    module.spike_packing._pack = counting
+    with module.spike_packing.saving():
+        loss = module.method.loss(module(x), y)
+    del module.spike_packing._pack
+    return sum(kept.values()), len(recipes), loss
+
+
+@pytest.mark.parametrize("overrides", [["model=resnet19", "data=digits", "neuron=tet_lif"],
+                                       ["model=vggsnn", "data=digits", "neuron=tet_lif"]])
+def test_recomputed_batchnorm_outputs_give_bit_identical_gradients_and_are_not_kept(overrides, tmp_path):
+    plain, _ = gradients(overrides, False, tmp_path / "plain", recompute=False)
+    compact, _ = gradients(overrides, True, tmp_path / "compact", recompute=True)
+    assert plain.keys() == compact.keys()
+    for name in plain:
+        assert torch.equal(plain[name], compact[name]), name
+    kept = {}
+    for recompute in (False, True):
+        cfg = compose_config(["data.batch_size=4", "seed=0", f"recompute_bn={str(recompute).lower()}", *overrides],
+                             tmp_path / f"bytes{recompute}")
+        torch.manual_seed(0)
+        _, module = build(cfg)
+        x, y = torch.rand(4, *module.input_shape), torch.arange(4) % module.num_classes
+        kept[recompute] = saved_storage_bytes(module, x, y)[:2]
+    (bytes_off, recipes_off), (bytes_on, recipes_on) = kept[False], kept[True]
+    assert recipes_off == 0 and recipes_on > 0
+    # every neuron's input (a BN output or a residual sum) was kept before: about half of the float bytes
+    assert bytes_on < 0.6 * bytes_off
+
+
+def conv_bn_lif(residual: bool):
+    from snnexp.models.layers import SeqToBatch
+    from snnexp.models.recompute import residual_add
+    from snnexp.neurons import LIF
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pre = LIF(tau=2.0, v_threshold=0.5)
+            self.body = SeqToBatch(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3)))
+            self.sn = LIF(tau=2.0)
+
+        def forward(self, x):
+            spikes = self.pre(x)
+            out = self.body(spikes)
+            return self.sn(residual_add(out, spikes) if residual else out)
+
+    torch.manual_seed(0)
+    return Block()
+
+
+def step_gradients(model, x, packing: SpikePacking | None, edit=None):
+    model.zero_grad(set_to_none=True)
+    with packing.saving() if packing else contextlib.nullcontext():
+        out = model(x)
+    if edit is not None:
+        edit(model)
+    out.square().sum().backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_recipe_restores_the_saved_tensor_exactly(residual):
+    model = conv_bn_lif(residual)
+    x = torch.rand(3, 2, 3, 6, 6, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    reference = step_gradients(model, x, None)
+    restored = []
+    original = spike_packing._Recomputed.restore
+
+    def recording_restore(self):
+        restored.append(original(self))
+        return restored[-1]
+
+    spike_packing._Recomputed.restore = recording_restore
+    try:
+        recomputed = step_gradients(model, x, SpikePacking(model, recompute=True))  # the shortcut's spikes as bits
+    finally:
+        spike_packing._Recomputed.restore = original
+    assert len(restored) == (2 if residual else 1)  # the neuron's input: BN(conv(s)), or that (within) + s
+    with torch.no_grad():
+        spikes = model.pre(x)
+        bn_out = model.body(spikes)
+    assert torch.equal(restored[-1], bn_out + spikes if residual else bn_out)
+    for a, b in zip(reference, recomputed):
+        assert torch.equal(a, b)
+
+
+def test_an_output_changed_in_place_is_kept_as_it_is_and_a_changed_input_is_an_error():
+    from snnexp.models import recompute
+
+    bn = torch.nn.BatchNorm1d(4)
+    packing = SpikePacking(bn, enabled=False, recompute=True)
+    y = torch.randn(8, 4, requires_grad=True)
+    with packing.saving():
+        z = bn(y)
+        assert recompute.recipe_of(z) is not None
+        z.mul_(2)  # the recipe no longer describes z
+        assert recompute.recipe_of(z) is None and packing._pack(z) is z
+        kept = bn(y * 1)
+        saved = packing._pack(kept[:, :2])  # a view: restored as the same view of the recomputation
+    assert torch.equal(saved.restore(), kept[:, :2])
+    with torch.no_grad():
+        saved.kept[0].add_(1)  # BN's input changed after the forward: recomputing would be wrong
+    with pytest.raises(RuntimeError, match="modified in place after the forward"):
+        saved.restore()
+
+
+def test_tags_are_attached_only_while_recording_and_the_switch_removes_the_hooks():
+    from snnexp.models.recompute import RECIPE_ATTR, residual_add
+
+    a = torch.randn(3, requires_grad=True)
+    assert not hasattr(residual_add(a, a), RECIPE_ATTR)  # outside saving(): nothing would read it
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    assert not SpikePacking(model, enabled=False, recompute=False)._handles
+    packing = SpikePacking(model, enabled=False, recompute=True)
+    assert len(packing._handles) == 1 and len(model[1]._forward_hooks) == 1
+    with packing.saving():
+        assert hasattr(residual_add(a, a), RECIPE_ATTR) and hasattr(model(torch.randn(5, 3)), RECIPE_ATTR)
+    packing.remove()
+    assert not model[1]._forward_hooks
+
+
+def test_the_cpu_buffer_cache_is_emptied_between_forward_and_backward():
+    from snnexp.kernels import cpu
+    from snnexp.neurons import LIF
+
+    if not cpu.available():
+        pytest.skip("fused CPU path unavailable")
+    model = torch.nn.Sequential(LIF(), torch.nn.Linear(2**18, 1))
+    x = torch.rand(4, 2, 2**18, requires_grad=True)  # 4 MiB of spikes per step: from the buffer cache
+    with SpikePacking(model).saving():
+        out = model(x)
+        del out
+        assert cpu.cache_stats()["cached_bytes"] >= 2**22  # the freed spikes went to the cache
+    assert cpu.cache_stats()["cached_bytes"] == 0

@@ -1,0 +1,103 @@
+"""Tensors the backward can recompute instead of keeping: a BatchNorm's output, a residual sum.
+
+In a spiking network a neuron saves its input for the backward: a BatchNorm's output (or that plus a shortcut),
+as large as the BN's own input, which BN saves anyway. A :class:`Recipe` tagged on such a tensor says how to get
+it again, bit for bit, from what autograd keeps: ``BN(y)`` from BN's saved input ``y`` (the batch statistics are
+recomputed by the same kernel), ``a + b`` from its operands (themselves recomputable, or spikes kept as bits).
+``snnexp.training.spike_packing`` reads the tags when autograd saves a tensor; nothing here changes a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RECIPE_ATTR = "_snnexp_recipe"
+_recording = 0  # > 0 inside recording(): tags are attached only where something will read them
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # exact types: a subclass may compute otherwise
+
+
+@dataclass(eq=False)
+class Recipe:
+    """``fn(*kept, *operands)`` gives the tagged tensor again. ``kept``: tensors autograd keeps anyway (a BN's
+    input and affine parameters), held as they are; ``operands``: tensors that are kept only if they can be kept
+    compactly themselves. ``version``: the tagged tensor's version when tagged (an in-place change voids it)."""
+
+    fn: Callable[..., torch.Tensor]
+    kept: tuple[torch.Tensor, ...]
+    operands: tuple[torch.Tensor, ...]
+    version: int
+    shape: torch.Size
+    stride: tuple[int, ...]
+
+
+@contextlib.contextmanager
+def recording():
+    """Tag recomputable tensors inside the block (else a tag would only hold its operands alive)."""
+    global _recording
+    _recording += 1
+    try:
+        yield
+    finally:
+        _recording -= 1
+
+
+def tag(output: torch.Tensor, fn: Callable[..., torch.Tensor], kept=(), operands=()) -> torch.Tensor:
+    """Attach ``Recipe(fn, kept, operands)`` to ``output`` (a fresh tensor, not a view) inside :func:`recording`;
+    return ``output``."""
+    if not _recording:
+        return output
+    setattr(output, RECIPE_ATTR, Recipe(fn, tuple(kept), tuple(operands), output._version, output.shape,
+                                        output.stride()))
+    return output
+
+
+def recipe_of(x: torch.Tensor) -> Recipe | None:
+    """The recipe of ``x`` or of the tensor it views, if neither was changed in place since it was tagged."""
+    root = x._base if x._base is not None else x
+    recipe = getattr(root, RECIPE_ATTR, None)
+    return recipe if recipe is not None and x._version == recipe.version else None
+
+
+def untag(x: torch.Tensor) -> None:
+    """Drop the recipe of ``x`` (or of the tensor it views): ``x`` is kept as it is, and its operands need not be."""
+    root = x._base if x._base is not None else x
+    if hasattr(root, RECIPE_ATTR):
+        delattr(root, RECIPE_ATTR)
+
+
+def residual_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a + b``, tagged as recomputable from its operands while autograd records (a residual sum)."""
+    out = a + b
+    if torch.is_grad_enabled() and out.requires_grad:
+        tag(out, _sum_again, operands=(a, b))
+    return out
+
+
+def _sum_again(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a + b`` for the backward, into ``a`` where it can (both are fresh recomputations: one buffer less)."""
+    if a.shape == b.shape and a.dtype == b.dtype:
+        return a.add_(b)
+    return a + b
+
+
+def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias) -> torch.Tensor:
+    """Training-mode BN of ``y`` with its own batch statistics: the forward's output, bit for bit (the same kernel
+    on the same input; the running statistics, not passed, do not enter the output)."""
+    return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
+
+
+def tag_batch_norm(module: nn.Module, args, output) -> None:
+    """Forward hook for the exact ``nn.BatchNorm*d``: tag its output when it normalises with batch statistics."""
+    batch_stats = module.training or (module.running_mean is None and module.running_var is None)
+    if batch_stats and torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output._base is None \
+            and output.requires_grad:
+        weight = None if module.weight is None else module.weight.detach()
+        bias = None if module.bias is None else module.bias.detach()
+        tag(output, functools.partial(_batch_norm_again, module.eps), kept=(args[0].detach(), weight, bias))
