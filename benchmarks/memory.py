@@ -1,6 +1,7 @@
 """Peak memory of one training step: snnexp vs the same network from SpikingJelly 2.0.
 
     python benchmarks/memory.py [--T 8] [--batch 16] [--models resnet19] [--threads 2] [--repeats 3]
+                                [--allocator glibc|mmap]
 
 The step and both sides are those of ``benchmarks/step_cpu.py`` (models built by ``benchmarks/sj_twins.py``:
 snnexp's ``python -m snnexp model=<model> neuron=tet_lif`` through ``snnexp.build``, with the encoding inside
@@ -15,7 +16,9 @@ one step runs, and the growth of the peak over the resident set before the step 
 everything the step holds at its peak: activations saved for backward, gradients, temporaries, and buffers an
 allocator keeps (snnexp's output-buffer cache included). "kept after" is the growth that stays resident after the
 step (gradients are set to None first): caches and allocator slack. glibc's heap makes the reading vary by
-about 10% from process to process, so each entry runs ``--repeats`` times: the table gives the median and range.
+about 10% from process to process (SpikingJelly's up to 40%), so each entry runs ``--repeats`` times: the table
+gives the median and range. ``--allocator mmap`` sets ``MALLOC_MMAP_THRESHOLD_=65536`` for every entry: every
+large block is then its own mapping, returned when freed, and the peak RSS is close to the peak of live memory.
 
 CUDA (when ``torch.cuda.is_available()``): each entry, in a fresh subprocess, runs one warm-up step on the GPU, then
 ``torch.cuda.reset_peak_memory_stats()`` and one step; reported is ``max_memory_allocated()`` minus
@@ -120,6 +123,8 @@ def run(args, device: str) -> list[dict]:
     import subprocess
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    if args.allocator == "mmap":
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     rows = []
     for model in args.models:
         for entry in ENTRIES:
@@ -144,8 +149,9 @@ def run(args, device: str) -> list[dict]:
 
 def table(rows: list[dict], device: str, args) -> None:
     if device == "cpu":
+        regime = "glibc malloc defaults" if args.allocator == "glibc" else "MALLOC_MMAP_THRESHOLD_=65536"
         print(f"\nPeak memory of one training step on the CPU: growth of the peak RSS over the RSS before the step "
-              f"(T={args.T}, batch {args.batch}, {args.threads} threads)\n")
+              f"(T={args.T}, batch {args.batch}, {args.threads} threads, {regime})\n")
         print("| model | entry | peak MiB, median (range) | kept after MiB | ratio vs SpikingJelly |")
         print("|---|---|---|---|---|")
     else:
@@ -186,6 +192,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["resnet19"], choices=list(SIZES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per entry (median reported)")
+    parser.add_argument("--allocator", choices=("glibc", "mmap"), default="glibc",
+                        help="mmap: MALLOC_MMAP_THRESHOLD_=65536 for every entry (RSS close to live memory)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA table even where a GPU is present")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

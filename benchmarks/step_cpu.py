@@ -24,8 +24,9 @@ Entries:
   (PiecewiseQuadratic(1/g) is snnexp's Triangle(g)), the same loss, ``functional.reset_net`` after each step.
 
 Both: ``torch.optim.SGD(lr=0.01, momentum=0.9)``, ``zero_grad(set_to_none=True)``. The parameter counts of the two
-are checked equal (and printed). Each entry runs in a fresh subprocess; after ``--warmup`` steps, ``--steps``
-steps are timed one by one: the table gives their median and min, and the ratio SpikingJelly / entry by median
+are checked equal (and printed). Each entry runs in its own process; after ``--warmup`` steps, ``--steps``
+steps are timed one by one, the processes of a model taking turns step by step (a slow spell of a shared machine
+hits every entry alike): the table gives their median and min, and the ratio SpikingJelly / entry by median
 (above 1: faster than SpikingJelly). ``--allocator tuned`` raises glibc's ``MALLOC_MMAP_THRESHOLD_`` /
 ``MALLOC_TRIM_THRESHOLD_`` to 1 GiB for every entry (heap reuse instead of a fresh, page-faulting mmap per large
 activation; see ``benchmarks/neurons_cpu.py``).
@@ -123,31 +124,38 @@ def make_step(model: str, entry: str, T: int, batch: int, seed: int = 0, momentu
     return step, info
 
 
-def worker(model: str, entry: str, threads: int, steps: int, warmup: int) -> dict:
+def worker(model: str, entry: str, threads: int, warmup: int) -> None:
+    """Build ``entry``'s ``model``, run ``warmup`` steps, print one JSON line (ready, or why skipped); then run one
+    timed step per ``step`` line read from stdin, printing its seconds, until ``quit``."""
     import torch
 
     torch.set_num_threads(threads)
+    skipped = None
     if entry.startswith("snnexp"):
         from snnexp.kernels import cpu
 
         if not cpu.available():
-            return {"model": model, "entry": entry, "skipped": "fused CPU path unavailable (no compiler?)"}
+            skipped = "fused CPU path unavailable (no compiler?)"
     else:
         try:
             import spikingjelly  # noqa: F401
         except ImportError:
-            return {"model": model, "entry": entry, "skipped": "not installed"}
+            skipped = "not installed"
+    if skipped:
+        print(json.dumps({"model": model, "entry": entry, "skipped": skipped}), flush=True)
+        return
     T, batch = SIZES[model]
     step, info = make_step(model, entry, T, batch)
     for _ in range(warmup):
         loss = step()
-    times = []
-    for _ in range(steps):
+    print(json.dumps({"model": model, "entry": entry, "T": T, "batch": batch, "loss": float(loss), **info}),
+          flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
         t0 = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t0)
-    return {"model": model, "entry": entry, "T": T, "batch": batch, "median_ms": 1e3 * statistics.median(times),
-            "min_ms": 1e3 * min(times), "loss": float(loss), **info}
+        step()
+        print(time.perf_counter() - t0, flush=True)
 
 
 def cpu_model() -> str:
@@ -174,21 +182,39 @@ def machine_line(threads: int) -> str:
             f"SpikingJelly {sj}; {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
 
 
-def run_entries(script: str, models, threads: int, allocator: str, extra: list[str]) -> list[dict]:
-    """Run every (model, entry) of ``script --worker`` in its own subprocess; the rows it printed as JSON."""
+def run_entries(script: str, models, threads: int, allocator: str, steps: int, warmup: int) -> list[dict]:
+    """Time every (model, entry) of ``script --worker``, each in its own process, interleaved: the processes of a
+    model take turns step by step (in a rotating order), so that a slow spell of a shared machine hits every entry
+    alike. One row per entry: the median and min of its ``steps`` steps."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if allocator == "tuned":
         env.update(TUNED_MALLOC)
     rows = []
     for model in models:
-        for entry in ENTRIES:
-            cmd = [sys.executable, script, "--worker", model, entry, "--threads", str(threads), *extra]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                rows.append({"model": model, "entry": entry,
-                             "skipped": "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]})
+        workers, model_rows = [], []
+        for entry in ENTRIES:  # one at a time: builds and warm-ups do not overlap
+            cmd = [sys.executable, script, "--worker", model, entry, "--threads", str(threads), "--warmup",
+                   str(warmup)]
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env)
+            line = proc.stdout.readline()
+            row = json.loads(line) if line.strip() else {
+                "model": model, "entry": entry,
+                "skipped": "failed: " + (proc.communicate()[1].strip().splitlines() or ["?"])[-1]}
+            model_rows.append(row)
+            if "skipped" not in row:
+                workers.append((proc, row, []))
             else:
-                rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                proc.kill()
+        for i in range(steps):
+            for proc, row, times in workers[i % len(workers):] + workers[:i % len(workers)]:
+                proc.stdin.write("step\n")
+                proc.stdin.flush()
+                times.append(float(proc.stdout.readline()))
+        for proc, row, times in workers:
+            proc.communicate("quit\n")
+            row.update(median_ms=1e3 * statistics.median(times), min_ms=1e3 * min(times))
+        rows.extend(model_rows)
     return rows
 
 
@@ -202,13 +228,12 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.threads, args.steps, args.warmup)))
+        worker(*args.worker, args.threads, args.warmup)
         return 0
-    rows = run_entries(__file__, args.models, args.threads, args.allocator,
-                       ["--steps", str(args.steps), "--warmup", str(args.warmup)])
+    rows = run_entries(__file__, args.models, args.threads, args.allocator, args.steps, args.warmup)
     regime = "glibc malloc defaults" if args.allocator == "glibc" else "MALLOC_*_THRESHOLD_=1 GiB for every entry"
     print(f"\nOne training step on the CPU (forward, loss, backward, SGD step): median and min of {args.steps} steps "
-          f"after {args.warmup} warm-up steps; {regime}.")
+          f"after {args.warmup} warm-up steps, the entries' processes taking turns step by step; {regime}.")
     print(f"Machine: {machine_line(args.threads)}\n")
     print("| model | entry | median ms | min ms | ratio vs SpikingJelly |")
     print("|---|---|---|---|---|")

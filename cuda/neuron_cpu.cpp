@@ -18,7 +18,7 @@
 // Outputs (spikes, gradients) of a few MiB and more come from a cache of freed buffers of the same size, as
 // PyTorch's CUDA caching allocator does on the GPU. Without it glibc serves each one with a fresh mmap and
 // every 4 KiB page faults on first touch: for a 32 MiB output that costs more than the neuron's arithmetic.
-// At most `cap` bytes of free buffers are kept; empty_cache() releases them.
+// At most one free buffer per size and `cap` bytes in all are kept; empty_cache() releases them.
 class BufferPool {
   public:
     static BufferPool& instance() {
@@ -63,6 +63,7 @@ class BufferPool {
   private:
     static constexpr size_t kAlign = 64;
     static constexpr size_t kMinBytes = size_t(1) << 20;
+    static constexpr size_t kPerSize = 1;
 
     void* take(size_t bytes) {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -77,7 +78,9 @@ class BufferPool {
 
     void give(void* data, size_t bytes) {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (cached_ + bytes > cap_) {
+        // one free buffer per size: the next output of that size reuses it; a second one mostly sits idle, at
+        // the end of a forward that packed its spikes (BPTT's peak) among others
+        if (cached_ + bytes > cap_ || free_.count(bytes) >= kPerSize) {
             std::free(data);
             return;
         }
