@@ -94,9 +94,11 @@ def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias) -> torch.Tensor
 
 
 def tag_batch_norm(module: nn.Module, args, output) -> None:
-    """Forward hook for the exact ``nn.BatchNorm*d``: tag its output when it normalises with batch statistics."""
+    """Forward hook for the exact ``nn.BatchNorm*d``: tag its output when it normalises with batch statistics.
+    The type is checked at each call: a module whose class was changed since (DDP's global-statistics BN) computes
+    otherwise and is left alone."""
     batch_stats = module.training or (module.running_mean is None and module.running_var is None)
-    if batch_stats and torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output._base is None \
+    if type(module) in BATCH_NORMS and batch_stats and torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output._base is None \
             and output.requires_grad:
         weight = None if module.weight is None else module.weight.detach()
         bias = None if module.bias is None else module.bias.detach()

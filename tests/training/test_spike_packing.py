@@ -230,3 +230,18 @@ def test_the_cpu_buffer_cache_is_emptied_between_forward_and_backward():
         del out
         assert cpu.cache_stats()["cached_bytes"] >= 2**22  # the freed spikes went to the cache
     assert cpu.cache_stats()["cached_bytes"] == 0
+
+
+def test_a_batchnorm_whose_class_changes_later_is_not_recomputed():
+    """DDP's GlobalBatchNorm changes each BN's class in place (global statistics): the hook registered before must
+    not tag its output with a recipe of local statistics."""
+    from snnexp.models.recompute import RECIPE_ATTR
+
+    class GlobalStats(torch.nn.BatchNorm1d):
+        pass
+
+    bn = torch.nn.BatchNorm1d(4)
+    packing = SpikePacking(bn, enabled=False, recompute=True)
+    bn.__class__ = GlobalStats
+    with packing.saving():
+        assert not hasattr(bn(torch.randn(8, 4, requires_grad=True)), RECIPE_ATTR)
