@@ -58,16 +58,20 @@ def tag(output: torch.Tensor, fn: Callable[..., torch.Tensor], kept=(), operands
     return output
 
 
+def root_of(x: torch.Tensor) -> torch.Tensor:
+    """The tensor ``x`` views, or ``x`` itself: where tags and marks live."""
+    return x._base if x._base is not None else x
+
+
 def recipe_of(x: torch.Tensor) -> Recipe | None:
     """The recipe of ``x`` or of the tensor it views, if neither was changed in place since it was tagged."""
-    root = x._base if x._base is not None else x
-    recipe = getattr(root, RECIPE_ATTR, None)
+    recipe = getattr(root_of(x), RECIPE_ATTR, None)
     return recipe if recipe is not None and x._version == recipe.version else None
 
 
 def untag(x: torch.Tensor) -> None:
     """Drop the recipe of ``x`` (or of the tensor it views): ``x`` is kept as it is, and its operands need not be."""
-    root = x._base if x._base is not None else x
+    root = root_of(x)
     if hasattr(root, RECIPE_ATTR):
         delattr(root, RECIPE_ATTR)
 
@@ -98,8 +102,9 @@ def tag_batch_norm(module: nn.Module, args, output) -> None:
     The type is checked at each call: a module whose class was changed since (DDP's global-statistics BN) computes
     otherwise and is left alone."""
     batch_stats = module.training or (module.running_mean is None and module.running_var is None)
-    if type(module) in BATCH_NORMS and batch_stats and torch.is_grad_enabled() and isinstance(output, torch.Tensor) and output._base is None \
-            and output.requires_grad:
+    if type(module) not in BATCH_NORMS or not batch_stats or not torch.is_grad_enabled():
+        return
+    if isinstance(output, torch.Tensor) and output._base is None and output.requires_grad:
         weight = None if module.weight is None else module.weight.detach()
         bias = None if module.bias is None else module.bias.detach()
         tag(output, functools.partial(_batch_norm_again, module.eps), kept=(args[0].detach(), weight, bias))

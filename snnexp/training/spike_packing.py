@@ -13,13 +13,13 @@ own saved input when the backward needs it. Both restore the original exactly, s
 from __future__ import annotations
 
 import contextlib
-import itertools
 
 import torch
 from torch import nn
 
 from snnexp.kernels import cpu as cpu_kernels
-from snnexp.models.recompute import BATCH_NORMS, Recipe, recipe_of, recording, tag_batch_norm, untag
+from snnexp.models.recompute import (BATCH_NORMS, Recipe, recipe_of, recording, root_of, tag_batch_norm,
+                                     untag)
 
 _MARK = "_snnexp_binary_spikes"
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
@@ -56,10 +56,6 @@ class _Packed:
         self.bits, self.shape, self.dtype = pack_bits(x), x.shape, x.dtype
 
 
-def _root(x: torch.Tensor) -> torch.Tensor:
-    return x._base if x._base is not None else x
-
-
 class _Recomputed:
     """A saved tensor as its recipe: the kept tensors (with their versions), the operands compacted, and the view
     of the recomputed tensor that was saved."""
@@ -87,7 +83,7 @@ class _Recomputed:
 
 
 def _is_spikes(x) -> bool:
-    return isinstance(x, torch.Tensor) and getattr(_root(x), _MARK, False) and x.is_floating_point() \
+    return isinstance(x, torch.Tensor) and getattr(root_of(x), _MARK, False) and x.is_floating_point() \
         and x.is_contiguous()
 
 
@@ -113,7 +109,7 @@ def _unpack(saved):
 
 def _mark(module: nn.Module, args, output) -> None:
     if isinstance(output, torch.Tensor):
-        setattr(_root(output), _MARK, True)
+        setattr(root_of(output), _MARK, True)
 
 
 class SpikePacking:
@@ -121,12 +117,12 @@ class SpikePacking:
     outputs as recomputable (``recompute``); :meth:`saving` keeps them compactly when autograd saves them."""
 
     def __init__(self, model: nn.Module, enabled: bool = True, recompute: bool = False):
-        self.enabled, self.recompute = enabled, recompute
+        self.recompute = recompute
         marks = [m.register_forward_hook(_mark) for m in model.modules()
                  if enabled and getattr(m, "binary_spikes", False)]
         tags = [m.register_forward_hook(tag_batch_norm) for m in model.modules()
                 if recompute and type(m) in BATCH_NORMS]
-        self._handles = list(itertools.chain(marks, tags))
+        self._handles = marks + tags
 
     def _pack(self, x: torch.Tensor):
         compact = _compact(x, self.recompute)
