@@ -42,7 +42,9 @@ SOURCE = r"""
 struct Acc64 {
   __m256 a[8];
   Acc64() { for (auto& r : a) r = _mm256_setzero_ps(); }
-  inline void add(const float* p) { for (int i = 0; i < 8; ++i) a[i] = _mm256_add_ps(a[i], _mm256_loadu_ps(p + 8 * i)); }
+  inline void add(const float* p) {
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_add_ps(a[i], _mm256_loadu_ps(p + 8 * i));
+  }
   inline void store(float* p) const { for (int i = 0; i < 8; ++i) _mm256_storeu_ps(p + 8 * i, a[i]); }
   inline void add_into(float* p) const {
     for (int i = 0; i < 8; ++i) _mm256_storeu_ps(p + 8 * i, _mm256_add_ps(_mm256_loadu_ps(p + 8 * i), a[i]));
@@ -187,7 +189,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     ext = build()
     conv_backward = torch.ops.aten.convolution_backward
-    print(f"Spike-input convolutions at ResNet-19's shapes: N = {args.batch}, rate {args.rate}, {args.threads} threads, "
+    print(f"Spike-input convolutions at ResNet-19's shapes: N = {args.batch}, rate {args.rate}, "
+          f"{args.threads} threads, "
           f"torch {torch.__version__}, median of {args.reps} (entries take turns)\n")
     print("| conv | count | fwd oneDNN ms | fwd sparse ms | fwd × | bwd oneDNN (in+weight) ms "
           "| weight oneDNN ms | weight sparse ms | bwd oneDNN in + sparse weight ms | bwd × | max rel. error |")
