@@ -55,29 +55,27 @@ ENCLOSING = (
 
 def label_snnexp_neuron():
     """Make the fused CPU neuron's extension calls show in the profile as ``snnexp::neuron_forward`` /
-    ``snnexp::neuron_backward`` (they are not dispatcher ops, so the profiler would not see them)."""
+    ``snnexp::neuron_backward`` (they are not dispatcher ops, so the profiler would not see them): every generated
+    entry point (``<neuron>_forward`` / ``<neuron>_backward``) of the loaded extension is wrapped in place."""
+    import functools
+
     import torch
 
     from snnexp.kernels import cpu
 
     ext = cpu.extension()
 
-    class Labelled:
-        def __getattr__(self, name):
-            return getattr(ext, name)
+    def labelled(label, fn):
+        @functools.wraps(fn)
+        def call(*args):
+            with torch.profiler.record_function(label):
+                return fn(*args)
+        return call
 
-        def forward(self, *args):
-            with torch.profiler.record_function("snnexp::neuron_forward"):
-                return ext.forward(*args)
-
-        def backward(self, *args):
-            with torch.profiler.record_function("snnexp::neuron_backward"):
-                return ext.backward(*args)
-
-    labelled = Labelled()
-    loaded = cpu.extension
-    cpu.extension = lambda: labelled
-    cpu.extension.cache_info = loaded.cache_info  # cpu.empty_cache asks whether the extension is loaded
+    for name in dir(ext):
+        for kind in ("forward", "backward"):
+            if name.endswith(f"_{kind}"):
+                setattr(ext, name, labelled(f"snnexp::neuron_{kind}", getattr(ext, name)))
 
 
 def categorize(event) -> str:
