@@ -171,6 +171,11 @@ def build():
                        build_directory=tempfile.mkdtemp(prefix="spike_conv_probe_"))
 
 
+def relative_error(out, ref) -> float:
+    """The largest deviation of ``out`` from the float64 ``ref``, relative to the largest entry of ``ref``."""
+    return float((out.double() - ref).abs().max() / ref.abs().max())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -206,22 +211,20 @@ def main(argv=None) -> int:
         out_hw = (hw + 2 * pad - k) // stride + 1
         g = torch.randn(args.batch, cout, out_hw, out_hw, generator=gen)
 
-        def backward(mask, g=g, s=s, w=w, stride=stride, pad=pad):
+        def backward(mask, g=g, s=s, w=w):  # the gradients oneDNN computes (input, weight, bias) per mask
             return conv_backward(g, s, w, None, [stride] * 2, [pad] * 2, [1, 1], False, [0, 0], 1, mask)
 
-        entries = {
-            "fwd": lambda s=s, w=w, stride=stride, pad=pad: F.conv2d(s, w, None, stride, pad),
-            "fwd_sparse": lambda s=s, w=w, stride=stride, pad=pad: ext.forward(s, w, stride, pad),
+        entries = {  # called within this iteration only: the closures see this layer's tensors
+            "fwd": lambda: F.conv2d(s, w, None, stride, pad),
+            "fwd_sparse": lambda: ext.forward(s, w, stride, pad),
             "bwd": lambda: backward([True, True, False]),
             "bwd_input": lambda: backward([True, False, False]),
             "weight": lambda: backward([False, True, False]),
-            "weight_sparse": lambda g=g, s=s, k=k, stride=stride, pad=pad: ext.weight_grad(g, s, k, stride, pad),
+            "weight_sparse": lambda: ext.weight_grad(g, s, k, stride, pad),
         }
-        ref_out = F.conv2d(s.double(), w.double(), None, stride, pad)
-        ref_dw = conv_backward(g.double(), s.double(), w.double(), None, [stride] * 2, [pad] * 2, [1, 1], False,
-                               [0, 0], 1, [False, True, False])[1]
-        err = max(float((entries["fwd_sparse"]().double() - ref_out).abs().max() / ref_out.abs().max()),
-                  float((entries["weight_sparse"]().double() - ref_dw).abs().max() / ref_dw.abs().max()))
+        ref_dw = backward([False, True, False], g.double(), s.double(), w.double())[1]
+        err = max(relative_error(entries["fwd_sparse"](), F.conv2d(s.double(), w.double(), None, stride, pad)),
+                  relative_error(entries["weight_sparse"](), ref_dw))
         times = {name: [] for name in entries}
         for rep in range(args.reps + 1):
             for name, fn in entries.items():
