@@ -75,7 +75,8 @@ def build(cfg: DictConfig):
     module = SNNModule(model, method, datamodule.num_classes, optimizer=checked_instantiate(cfg.optim, "optim"),
                        scheduler=checked_instantiate(cfg.scheduler, "scheduler"), encoder=make_encoder(cfg.encoder), T=T,
                        input_shape=datamodule.input_shape, energy=(cfg.energy.e_mac, cfg.energy.e_ac),
-                       pack_spikes=cfg.get("pack_spikes", True), recompute_bn=cfg.get("recompute_bn", True))
+                       pack_spikes=cfg.get("pack_spikes", True), recompute_bn=cfg.get("recompute_bn", True),
+                       winograd=cfg.get("winograd", True))
     return datamodule, module
 
 

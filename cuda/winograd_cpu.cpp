@@ -1,0 +1,236 @@
+// The tile transforms of a Winograd F(4x4, 3x3) convolution on the CPU (Lavin & Gray, "Fast Algorithms for
+// Convolutional Neural Networks", CVPR 2016), built by snnexp/kernels/winograd.py, which does the rest: the filter
+// transforms and the 36 matrix products (MKL, torch.bmm). Stride 1, padding 1, float32, NCHW contiguous.
+//
+// A 6x6 input tile d, a 3x3 filter g and a 4x4 output tile y are related by  y = A^T [(G g G^T) . (B^T d B)] A.
+// Tiles are indexed p = (n * nh + th) * nw + tw, with nh = ceil(H / 4) and nw = ceil(W / 4); a transformed tensor is
+// [36, P, channels], entry (i * 6 + j, p, c), so that each of the 36 products is one [P, C] x [C, K] matrix product.
+// The four transforms below are the forward's (input: B^T d B; output: A^T m A) and their adjoints for the
+// backward (output gradient: A dy A^T; input gradient: B dv B^T, overlap-added into the image).
+#include <ATen/core/Tensor.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/utils/pybind.h>
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBlock = 16;  // channels transformed together, so that a tile's 36 values are written as runs
+
+// The 1-D transforms, each reading a[0 * s], a[1 * s], ... and writing o[0 * t], o[1 * t], ...
+inline void bt6(const float* a, int64_t s, float* o, int64_t t) {  // B^T d: 6 -> 6
+    const float d0 = a[0], d1 = a[s], d2 = a[2 * s], d3 = a[3 * s], d4 = a[4 * s], d5 = a[5 * s];
+    o[0] = 4.f * d0 - 5.f * d2 + d4;
+    o[t] = -4.f * (d1 + d2) + d3 + d4;
+    o[2 * t] = 4.f * (d1 - d2) - d3 + d4;
+    o[3 * t] = 2.f * (d3 - d1) - d2 + d4;
+    o[4 * t] = 2.f * (d1 - d3) - d2 + d4;
+    o[5 * t] = 4.f * d1 - 5.f * d3 + d5;
+}
+
+inline void b6(const float* a, int64_t s, float* o, int64_t t) {  // B v, the adjoint of bt6: 6 -> 6
+    const float v0 = a[0], v1 = a[s], v2 = a[2 * s], v3 = a[3 * s], v4 = a[4 * s], v5 = a[5 * s];
+    o[0] = 4.f * v0;
+    o[t] = 4.f * (v2 - v1 + v5) + 2.f * (v4 - v3);
+    o[2 * t] = -5.f * v0 - 4.f * (v1 + v2) - v3 - v4;
+    o[3 * t] = v1 - v2 + 2.f * (v3 - v4) - 5.f * v5;
+    o[4 * t] = v0 + v1 + v2 + v3 + v4;
+    o[5 * t] = v5;
+}
+
+inline void at4(const float* a, int64_t s, float* o, int64_t t) {  // A^T m: 6 -> 4
+    const float m0 = a[0], m1 = a[s], m2 = a[2 * s], m3 = a[3 * s], m4 = a[4 * s], m5 = a[5 * s];
+    o[0] = m0 + m1 + m2 + m3 + m4;
+    o[t] = m1 - m2 + 2.f * (m3 - m4);
+    o[2 * t] = m1 + m2 + 4.f * (m3 + m4);
+    o[3 * t] = m1 - m2 + 8.f * (m3 - m4) + m5;
+}
+
+inline void a6(const float* a, int64_t s, float* o, int64_t t) {  // A g, the adjoint of at4: 4 -> 6
+    const float g0 = a[0], g1 = a[s], g2 = a[2 * s], g3 = a[3 * s];
+    o[0] = g0;
+    o[t] = g0 + g1 + g2 + g3;
+    o[2 * t] = g0 - g1 + g2 - g3;
+    o[3 * t] = g0 + 2.f * g1 + 4.f * g2 + 8.f * g3;
+    o[4 * t] = g0 - 2.f * g1 + 4.f * g2 - 8.f * g3;
+    o[5 * t] = g3;
+}
+
+void check(const at::Tensor& t, int64_t dim, const char* name) {
+    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == dim,
+                "snnexp winograd: ", name, " must be a contiguous ", dim, "-d float32 CPU tensor");
+}
+
+// Writes block[tw][ij][0, cb) to out[ij][p0 + tw][c0, c0 + cb).
+void scatter_block(const float* block, int64_t nw, int64_t cb, float* out, int64_t P, int64_t C, int64_t p0,
+                   int64_t c0) {
+    for (int64_t tw = 0; tw < nw; ++tw)
+        for (int64_t ij = 0; ij < 36; ++ij)
+            std::memcpy(out + (ij * P + p0 + tw) * C + c0, block + (tw * 36 + ij) * kBlock, cb * sizeof(float));
+}
+
+// Reads in[ij][p0 + tw][c0, c0 + cb) into block[tw][ij][0, cb).
+void gather_block(const float* in, int64_t nw, int64_t cb, float* block, int64_t P, int64_t C, int64_t p0,
+                  int64_t c0) {
+    for (int64_t tw = 0; tw < nw; ++tw)
+        for (int64_t ij = 0; ij < 36; ++ij)
+            std::memcpy(block + (tw * 36 + ij) * kBlock, in + (ij * P + p0 + tw) * C + c0, cb * sizeof(float));
+}
+
+}  // namespace
+
+// x [N, C, H, W] -> V [36, N * nh * nw, C] (written in place): B^T d B of every 6x6 tile of the zero-padded image
+// (tiles 4 apart).
+void input_transform(const at::Tensor& x, at::Tensor& V) {
+    check(x, 4, "x");
+    check(V, 3, "V");
+    const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+    const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, WP = 4 * nw + 2;
+    TORCH_CHECK(V.size(0) == 36 && V.size(1) == P && V.size(2) == C, "snnexp winograd: V does not match x");
+    const float* xs = x.data_ptr<float>();
+    float* vs = V.data_ptr<float>();
+    at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> rows(6 * WP), cols(6 * WP), block(nw * 36 * kBlock);
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t n = task / nh, th = task % nh;
+            for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+                const int64_t cb = std::min(kBlock, C - c0);
+                for (int64_t cc = 0; cc < cb; ++cc) {
+                    const float* image = xs + (n * C + c0 + cc) * H * W;
+                    for (int64_t r = 0; r < 6; ++r) {  // the tile row's 6 image rows, padded with zeros
+                        float* row = rows.data() + r * WP;
+                        const int64_t y = 4 * th + r - 1;
+                        std::fill(row, row + WP, 0.f);
+                        if (y >= 0 && y < H) std::memcpy(row + 1, image + y * W, W * sizeof(float));
+                    }
+                    for (int64_t xx = 0; xx < WP; ++xx) bt6(rows.data() + xx, WP, cols.data() + xx, WP);
+                    for (int64_t tw = 0; tw < nw; ++tw)
+                        for (int64_t i = 0; i < 6; ++i)
+                            bt6(cols.data() + i * WP + 4 * tw, 1, block.data() + (tw * 36 + i * 6) * kBlock + cc,
+                                kBlock);
+                }
+                scatter_block(block.data(), nw, cb, vs, P, C, (n * nh + th) * nw, c0);
+            }
+        }
+    });
+}
+
+// M [36, N * nh * nw, K] -> out [N, K, H, W] (written in place): A^T m A of every tile, cropped to the image.
+void output_transform(const at::Tensor& M, at::Tensor& out) {
+    check(M, 3, "M");
+    check(out, 4, "out");
+    const int64_t N = out.size(0), K = out.size(1), H = out.size(2), W = out.size(3);
+    const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, WT = 4 * nw;
+    TORCH_CHECK(M.size(0) == 36 && M.size(1) == P && M.size(2) == K, "snnexp winograd: M does not match out");
+    const float* ms = M.data_ptr<float>();
+    float* os = out.data_ptr<float>();
+    at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> block(nw * 36 * kBlock), rows(6 * WT), y(4 * WT);
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t n = task / nh, th = task % nh;
+            for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+                const int64_t kb = std::min(kBlock, K - k0);
+                gather_block(ms, nw, kb, block.data(), P, K, (n * nh + th) * nw, k0);
+                for (int64_t kk = 0; kk < kb; ++kk) {
+                    for (int64_t tw = 0; tw < nw; ++tw)
+                        for (int64_t i = 0; i < 6; ++i)
+                            at4(block.data() + (tw * 36 + i * 6) * kBlock + kk, kBlock, rows.data() + i * WT + 4 * tw,
+                                1);
+                    for (int64_t xx = 0; xx < WT; ++xx) at4(rows.data() + xx, WT, y.data() + xx, WT);
+                    float* image = os + (n * K + k0 + kk) * H * W;
+                    for (int64_t b = 0; b < 4 && 4 * th + b < H; ++b)
+                        std::memcpy(image + (4 * th + b) * W, y.data() + b * WT, W * sizeof(float));
+                }
+            }
+        }
+    });
+}
+
+// dy [N, K, H, W] -> dM [36, N * nh * nw, K] (written in place): A g A^T of every 4x4 tile (zero beyond the
+// image), the adjoint of output_transform.
+void grad_output_transform(const at::Tensor& dy, at::Tensor& dM) {
+    check(dy, 4, "grad_output");
+    check(dM, 3, "dM");
+    const int64_t N = dy.size(0), K = dy.size(1), H = dy.size(2), W = dy.size(3);
+    const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, WT = 4 * nw;
+    TORCH_CHECK(dM.size(0) == 36 && dM.size(1) == P && dM.size(2) == K, "snnexp winograd: dM does not match dy");
+    const float* gs = dy.data_ptr<float>();
+    float* ms = dM.data_ptr<float>();
+    at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> rows(4 * WT), cols(6 * WT), block(nw * 36 * kBlock);
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t n = task / nh, th = task % nh;
+            for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+                const int64_t kb = std::min(kBlock, K - k0);
+                for (int64_t kk = 0; kk < kb; ++kk) {
+                    const float* image = gs + (n * K + k0 + kk) * H * W;
+                    for (int64_t a = 0; a < 4; ++a) {
+                        float* row = rows.data() + a * WT;
+                        const int64_t y = 4 * th + a;
+                        std::fill(row, row + WT, 0.f);
+                        if (y < H) std::memcpy(row, image + y * W, W * sizeof(float));
+                    }
+                    for (int64_t xx = 0; xx < WT; ++xx) a6(rows.data() + xx, WT, cols.data() + xx, WT);
+                    for (int64_t tw = 0; tw < nw; ++tw)
+                        for (int64_t i = 0; i < 6; ++i)
+                            a6(cols.data() + i * WT + 4 * tw, 1, block.data() + (tw * 36 + i * 6) * kBlock + kk,
+                               kBlock);
+                }
+                scatter_block(block.data(), nw, kb, ms, P, K, (n * nh + th) * nw, k0);
+            }
+        }
+    });
+}
+
+// dV [36, N * nh * nw, C] -> dx [N, C, H, W] (written in place): B v B^T of every tile, the overlapping tiles
+// added, cropped to the image; the adjoint of input_transform. Parallel over images and channel blocks, so that
+// no two threads add into one pixel.
+void grad_input_transform(const at::Tensor& dV, at::Tensor& dx) {
+    check(dV, 3, "dV");
+    check(dx, 4, "grad_input");
+    const int64_t N = dx.size(0), C = dx.size(1), H = dx.size(2), W = dx.size(3);
+    const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, WP = 4 * nw + 2, HP = 4 * nh + 2;
+    TORCH_CHECK(dV.size(0) == 36 && dV.size(1) == P && dV.size(2) == C, "snnexp winograd: dV does not match dx");
+    const int64_t blocks = (C + kBlock - 1) / kBlock;
+    const float* vs = dV.data_ptr<float>();
+    float* xs = dx.data_ptr<float>();
+    at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> block(nw * 36 * kBlock), rows(6 * WP), images(kBlock * HP * WP);
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t n = task / blocks, c0 = (task % blocks) * kBlock, cb = std::min(kBlock, C - c0);
+            std::fill(images.begin(), images.end(), 0.f);
+            for (int64_t th = 0; th < nh; ++th) {
+                gather_block(vs, nw, cb, block.data(), P, C, (n * nh + th) * nw, c0);
+                for (int64_t cc = 0; cc < cb; ++cc) {
+                    std::fill(rows.begin(), rows.end(), 0.f);
+                    float tile[6];
+                    for (int64_t tw = 0; tw < nw; ++tw)
+                        for (int64_t i = 0; i < 6; ++i) {
+                            b6(block.data() + (tw * 36 + i * 6) * kBlock + cc, kBlock, tile, 1);
+                            float* row = rows.data() + i * WP + 4 * tw;
+                            for (int64_t s = 0; s < 6; ++s) row[s] += tile[s];
+                        }
+                    float* image = images.data() + cc * HP * WP + 4 * th * WP;
+                    for (int64_t xx = 0; xx < WP; ++xx) {
+                        float col[6];
+                        b6(rows.data() + xx, WP, col, 1);
+                        for (int64_t r = 0; r < 6; ++r) image[r * WP + xx] += col[r];
+                    }
+                }
+            }
+            for (int64_t cc = 0; cc < cb; ++cc) {
+                const float* image = images.data() + cc * HP * WP;
+                float* target = xs + (n * C + c0 + cc) * H * W;
+                for (int64_t y = 0; y < H; ++y) std::memcpy(target + y * W, image + (y + 1) * WP + 1, W * sizeof(float));
+            }
+        }
+    });
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("input_transform", &input_transform, "x [N,C,H,W] -> V [36,P,C] in place");
+    m.def("output_transform", &output_transform, "M [36,P,K] -> out [N,K,H,W] in place");
+    m.def("grad_output_transform", &grad_output_transform, "grad_output [N,K,H,W] -> dM [36,P,K] in place");
+    m.def("grad_input_transform", &grad_input_transform, "dV [36,P,C] -> grad_input [N,C,H,W] in place");
+}

@@ -1,0 +1,40 @@
+"""3x3 convolutions by Winograd's F(4x4, 3x3) on the CPU (:mod:`snnexp.kernels.winograd`), switched on per model.
+
+:func:`use_winograd` turns every ``nn.Conv2d`` of a model that can run that way (3x3, stride 1, padding 1, no
+dilation or groups, zero padding) into a :class:`WinogradConv2d`: the same module with the same parameters and
+state dict, whose forward takes the Winograd path for float32 CPU inputs and ``nn.Conv2d``'s everywhere else
+(CUDA, float64, too few channels).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from snnexp.kernels import winograd
+
+
+class WinogradConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (3x3, stride 1, padding 1) that convolves float32 CPU batches by Winograd's F(4x4, 3x3)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if winograd.supports(x, self.weight) and winograd.available():
+            return winograd.Winograd3x3.apply(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+def convertible(module: nn.Module) -> bool:
+    """Whether ``module`` is a plain ``nn.Conv2d`` that Winograd's F(4x4, 3x3) computes."""
+    return (type(module) is nn.Conv2d and module.kernel_size == (3, 3) and module.stride == (1, 1)
+            and module.padding == (1, 1) and module.dilation == (1, 1) and module.groups == 1
+            and module.padding_mode == "zeros")
+
+
+def use_winograd(model: nn.Module) -> int:
+    """Turn ``model``'s convertible convolutions into :class:`WinogradConv2d` in place; returns how many."""
+    converted = 0
+    for module in model.modules():
+        if convertible(module):
+            module.__class__ = WinogradConv2d
+            converted += 1
+    return converted
