@@ -116,13 +116,15 @@ void input_transform(const at::Tensor& x, at::Tensor& V) {
     });
 }
 
-// M [36, N * nh * nw, K] -> out [N, K, H, W] (written in place): A^T m A of every tile, cropped to the image.
-void output_transform(const at::Tensor& M, at::Tensor& out) {
+// M [36, N * nh * nw, K] -> channels [k_first, k_first + K) of out [N, K_out, H, W] (written in place): A^T m A of
+// every tile, cropped to the image.
+void output_transform(const at::Tensor& M, at::Tensor& out, int64_t k_first) {
     check(M, 3, "M");
     check(out, 4, "out");
-    const int64_t N = out.size(0), K = out.size(1), H = out.size(2), W = out.size(3);
+    const int64_t N = out.size(0), K = M.size(2), K_out = out.size(1), H = out.size(2), W = out.size(3);
     const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, WT = 4 * nw;
-    TORCH_CHECK(M.size(0) == 36 && M.size(1) == P && M.size(2) == K, "snnexp winograd: M does not match out");
+    TORCH_CHECK(M.size(0) == 36 && M.size(1) == P && k_first >= 0 && k_first + K <= K_out,
+                "snnexp winograd: M does not match out");
     const float* ms = M.data_ptr<float>();
     float* os = out.data_ptr<float>();
     at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
@@ -138,7 +140,7 @@ void output_transform(const at::Tensor& M, at::Tensor& out) {
                             at4(block.data() + (tw * 36 + i * 6) * kBlock + kk, kBlock, rows.data() + i * WT + 4 * tw,
                                 1);
                     for (int64_t xx = 0; xx < WT; ++xx) at4(rows.data() + xx, WT, y.data() + xx, WT);
-                    float* image = os + (n * K + k0 + kk) * H * W;
+                    float* image = os + (n * K_out + k_first + k0 + kk) * H * W;
                     for (int64_t b = 0; b < 4 && 4 * th + b < H; ++b)
                         std::memcpy(image + (4 * th + b) * W, y.data() + b * WT, W * sizeof(float));
                 }
@@ -147,14 +149,15 @@ void output_transform(const at::Tensor& M, at::Tensor& out) {
     });
 }
 
-// dy [N, K, H, W] -> dM [36, N * nh * nw, K] (written in place): A g A^T of every 4x4 tile (zero beyond the
-// image), the adjoint of output_transform.
-void grad_output_transform(const at::Tensor& dy, at::Tensor& dM) {
+// Channels [k_first, k_first + K) of dy [N, K_out, H, W] -> dM [36, N * nh * nw, K] (written in place): A g A^T
+// of every 4x4 tile (zero beyond the image), the adjoint of output_transform.
+void grad_output_transform(const at::Tensor& dy, at::Tensor& dM, int64_t k_first) {
     check(dy, 4, "grad_output");
     check(dM, 3, "dM");
-    const int64_t N = dy.size(0), K = dy.size(1), H = dy.size(2), W = dy.size(3);
+    const int64_t N = dy.size(0), K = dM.size(2), K_out = dy.size(1), H = dy.size(2), W = dy.size(3);
     const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, WT = 4 * nw;
-    TORCH_CHECK(dM.size(0) == 36 && dM.size(1) == P && dM.size(2) == K, "snnexp winograd: dM does not match dy");
+    TORCH_CHECK(dM.size(0) == 36 && dM.size(1) == P && k_first >= 0 && k_first + K <= K_out,
+                "snnexp winograd: dM does not match dy");
     const float* gs = dy.data_ptr<float>();
     float* ms = dM.data_ptr<float>();
     at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
@@ -164,7 +167,7 @@ void grad_output_transform(const at::Tensor& dy, at::Tensor& dM) {
             for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
                 const int64_t kb = std::min(kBlock, K - k0);
                 for (int64_t kk = 0; kk < kb; ++kk) {
-                    const float* image = gs + (n * K + k0 + kk) * H * W;
+                    const float* image = gs + (n * K_out + k_first + k0 + kk) * H * W;
                     for (int64_t a = 0; a < 4; ++a) {
                         float* row = rows.data() + a * WT;
                         const int64_t y = 4 * th + a;
@@ -183,10 +186,10 @@ void grad_output_transform(const at::Tensor& dy, at::Tensor& dM) {
     });
 }
 
-// dV [36, N * nh * nw, C] -> dx [N, C, H, W] (written in place): B v B^T of every tile, the overlapping tiles
-// added, cropped to the image; the adjoint of input_transform. Parallel over images and channel blocks, so that
-// no two threads add into one pixel.
-void grad_input_transform(const at::Tensor& dV, at::Tensor& dx) {
+// dV [36, N * nh * nw, C] -> dx [N, C, H, W] (written, or added to with `accumulate`, in place): B v B^T of every
+// tile, the overlapping tiles added, cropped to the image; the adjoint of input_transform. Parallel over images
+// and channel blocks, so that no two threads add into one pixel.
+void grad_input_transform(const at::Tensor& dV, at::Tensor& dx, bool accumulate) {
     check(dV, 3, "dV");
     check(dx, 4, "grad_input");
     const int64_t N = dx.size(0), C = dx.size(1), H = dx.size(2), W = dx.size(3);
@@ -222,7 +225,14 @@ void grad_input_transform(const at::Tensor& dV, at::Tensor& dx) {
             for (int64_t cc = 0; cc < cb; ++cc) {
                 const float* image = images.data() + cc * HP * WP;
                 float* target = xs + (n * C + c0 + cc) * H * W;
-                for (int64_t y = 0; y < H; ++y) std::memcpy(target + y * W, image + (y + 1) * WP + 1, W * sizeof(float));
+                for (int64_t y = 0; y < H; ++y) {
+                    const float* source = image + (y + 1) * WP + 1;
+                    float* row = target + y * W;
+                    if (accumulate)
+                        for (int64_t xx = 0; xx < W; ++xx) row[xx] += source[xx];
+                    else
+                        std::memcpy(row, source, W * sizeof(float));
+                }
             }
         }
     });
@@ -230,7 +240,7 @@ void grad_input_transform(const at::Tensor& dV, at::Tensor& dx) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("input_transform", &input_transform, "x [N,C,H,W] -> V [36,P,C] in place");
-    m.def("output_transform", &output_transform, "M [36,P,K] -> out [N,K,H,W] in place");
-    m.def("grad_output_transform", &grad_output_transform, "grad_output [N,K,H,W] -> dM [36,P,K] in place");
-    m.def("grad_input_transform", &grad_input_transform, "dV [36,P,C] -> grad_input [N,C,H,W] in place");
+    m.def("output_transform", &output_transform, "M [36,P,K] -> out[:, k_first:k_first+K] in place");
+    m.def("grad_output_transform", &grad_output_transform, "grad_output[:, k_first:k_first+K] -> dM [36,P,K] in place");
+    m.def("grad_input_transform", &grad_input_transform, "dV [36,P,C] -> grad_input [N,C,H,W] in place (or +=)");
 }

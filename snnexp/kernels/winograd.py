@@ -31,8 +31,8 @@ SOURCE = "winograd_cpu.cpp"
 _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6),
       (0, 0, 1))
 CHUNK_BYTES = 8 << 20  # the transformed tiles of one chunk of images, per tensor
+FILTER_BYTES = 12 << 20  # the transformed filters of one block of output channels (and their gradient)
 MIN_CHANNELS = 16  # below this, the matrix products are too thin to beat the direct convolution
-MAX_FILTER_BYTES = 16 << 20  # the transformed filters (36 C K floats), and their gradient, are held whole per call
 
 
 @functools.cache
@@ -61,11 +61,11 @@ def available() -> bool:
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`conv3x3` runs this call: float32 CPU tensors, a ``[K, C, 3, 3]`` filter with ``C`` and ``K``
-    at least :data:`MIN_CHANNELS` and its transform at most :data:`MAX_FILTER_BYTES`, a batch of 2-d images."""
+    at least :data:`MIN_CHANNELS`, a batch of 2-d images."""
     K, C = weight.shape[:2]
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.dim() == 4
-            and weight.shape[2:] == (3, 3) and x.shape[1] == C and min(C, K) >= MIN_CHANNELS
-            and 36 * C * K * 4 <= MAX_FILTER_BYTES and x.numel() > 0 and not torch.compiler.is_compiling())
+            and weight.shape[2:] == (3, 3) and x.shape[1] == C and min(C, K) >= MIN_CHANNELS and x.numel() > 0
+            and not torch.compiler.is_compiling())
 
 
 @functools.cache
@@ -88,6 +88,19 @@ def filter_gradient(grad_u: torch.Tensor) -> torch.Tensor:
     return grad.view(3, 3, C, K).permute(3, 2, 0, 1).contiguous()
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _output_blocks(C: int, K: int) -> list[tuple[int, int]]:
+    """Output channel ranges whose transformed filters take at most about :data:`FILTER_BYTES` each (a multiple
+    of 16 channels), so that a wide layer's transient memory stays bounded (its inputs are transformed again
+    for each block)."""
+    blocks = _ceil_div(36 * C * K * 4, FILTER_BYTES)
+    width = 16 * _ceil_div(_ceil_div(K, blocks), 16) if blocks > 1 else K
+    return [(k0, min(K, k0 + width)) for k0 in range(0, K, width)]
+
+
 def _chunks(x: torch.Tensor, channels: int):
     """``(images per chunk, tiles per image)``: chunks whose transformed tiles take about :data:`CHUNK_BYTES`."""
     H, W = x.shape[2:]
@@ -95,9 +108,21 @@ def _chunks(x: torch.Tensor, channels: int):
     return max(1, min(x.shape[0], CHUNK_BYTES // (36 * tiles * channels * 4))), tiles
 
 
-def _tiles(buffer: torch.Tensor, rows: int, channels: int) -> torch.Tensor:
-    """The first ``36 rows channels`` floats of ``buffer`` as a contiguous ``[36, rows, channels]`` tensor."""
-    return buffer[: 36 * rows * channels].view(36, rows, channels)
+class _Workspace:
+    """The transformed tiles of one chunk of images: ``tiles(which, images, channels)`` views one of two flat
+    buffers, allocated once per call, as a contiguous ``[36, images * tiles_per_image, channels]``."""
+
+    def __init__(self, x: torch.Tensor, channels: int, other_channels: int):
+        self.per_chunk, self.tiles_per_image = _chunks(x, max(channels, other_channels))
+        size = 36 * self.per_chunk * self.tiles_per_image
+        self.buffers = (x.new_empty(size * channels), x.new_empty(size * other_channels))
+
+    def tiles(self, which: int, images: int, channels: int) -> torch.Tensor:
+        rows = images * self.tiles_per_image
+        return self.buffers[which][: 36 * rows * channels].view(36, rows, channels)
+
+    def chunks(self, N: int):
+        return [(n0, min(N, n0 + self.per_chunk)) for n0 in range(0, N, self.per_chunk)]
 
 
 class Winograd3x3(torch.autograd.Function):
@@ -108,16 +133,16 @@ class Winograd3x3(torch.autograd.Function):
         x, ext = x.contiguous(), extension()
         N, C, H, W = x.shape
         K = weight.shape[0]
-        u = filter_transform(weight.detach())
+        blocks = _output_blocks(C, K)
         out = x.new_empty(N, K, H, W)
-        per_chunk, tiles = _chunks(x, max(C, K))
-        v_buffer, m_buffer = x.new_empty(36 * per_chunk * tiles * C), x.new_empty(36 * per_chunk * tiles * K)
-        for n0 in range(0, N, per_chunk):
-            n1 = min(N, n0 + per_chunk)
-            v, m = _tiles(v_buffer, (n1 - n0) * tiles, C), _tiles(m_buffer, (n1 - n0) * tiles, K)
-            ext.input_transform(x[n0:n1], v)
-            torch.bmm(v, u, out=m)
-            ext.output_transform(m, out[n0:n1])
+        work = _Workspace(x, C, blocks[0][1])
+        for k0, k1 in blocks:  # inputs transformed once per block of outputs (one block unless very wide)
+            u = filter_transform(weight.detach()[k0:k1])
+            for n0, n1 in work.chunks(N):
+                v, m = work.tiles(0, n1 - n0, C), work.tiles(1, n1 - n0, k1 - k0)
+                ext.input_transform(x[n0:n1], v)
+                torch.bmm(v, u, out=m)
+                ext.output_transform(m, out[n0:n1], k0)
         if bias is not None:
             out += bias.view(1, K, 1, 1)
         ctx.save_for_backward(x, weight)
@@ -132,22 +157,24 @@ class Winograd3x3(torch.autograd.Function):
         N, C, H, W = x.shape
         K = weight.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad
-        u_t = filter_transform(weight).transpose(1, 2) if need_x else None
+        blocks = _output_blocks(C, K)
         grad_x = torch.empty_like(x) if need_x else None
-        grad_u = x.new_zeros(36, C, K) if need_w else None
-        per_chunk, tiles = _chunks(x, max(C, K))
-        v_buffer, m_buffer = x.new_empty(36 * per_chunk * tiles * C), x.new_empty(36 * per_chunk * tiles * K)
-        for n0 in range(0, N, per_chunk):
-            n1 = min(N, n0 + per_chunk)
-            v, dm = _tiles(v_buffer, (n1 - n0) * tiles, C), _tiles(m_buffer, (n1 - n0) * tiles, K)
-            ext.grad_output_transform(grad_out[n0:n1], dm)
-            if need_x:
-                torch.bmm(dm, u_t, out=v)
-                ext.grad_input_transform(v, grad_x[n0:n1])
+        grad_w = torch.empty_like(weight) if need_w else None
+        work = _Workspace(x, C, blocks[0][1])
+        for k0, k1 in blocks:
+            u_t = filter_transform(weight[k0:k1]).transpose(1, 2) if need_x else None
+            grad_u = x.new_zeros(36, C, k1 - k0) if need_w else None
+            for n0, n1 in work.chunks(N):
+                v, dm = work.tiles(0, n1 - n0, C), work.tiles(1, n1 - n0, k1 - k0)
+                ext.grad_output_transform(grad_out[n0:n1], dm, k0)
+                if need_x:
+                    torch.bmm(dm, u_t, out=v)
+                    ext.grad_input_transform(v, grad_x[n0:n1], k0 > 0)
+                if need_w:
+                    ext.input_transform(x[n0:n1], v)
+                    grad_u.baddbmm_(v.transpose(1, 2), dm)
             if need_w:
-                ext.input_transform(x[n0:n1], v)
-                grad_u.baddbmm_(v.transpose(1, 2), dm)
-        grad_w = filter_gradient(grad_u) if need_w else None
+                grad_w[k0:k1] = filter_gradient(grad_u)
         grad_b = grad_out.sum((0, 2, 3)) if need_b and ctx.has_bias else None
         return grad_x, grad_w, grad_b
 
