@@ -33,6 +33,7 @@ _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24,
 CHUNK_BYTES = 8 << 20  # the transformed tiles of one chunk of images, per tensor
 FILTER_BYTES = 12 << 20  # the transformed filters of one block of output channels (and their gradient)
 MIN_CHANNELS = 16  # below this, the matrix products are too thin to beat the direct convolution
+MIN_TILE_USE = 0.75  # the share of the 4x4 output tiles' pixels inside the image (6x6: 36 of 64, no faster)
 
 
 @functools.cache
@@ -60,12 +61,17 @@ def available() -> bool:
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`conv3x3` runs this call: float32 CPU tensors, a ``[K, C, 3, 3]`` filter with ``C`` and ``K``
-    at least :data:`MIN_CHANNELS`, a batch of 2-d images."""
+    """Whether :func:`conv3x3` runs this call faster than torch: float32 CPU tensors, a batch of 2-d images that
+    fill at least :data:`MIN_TILE_USE` of their 4x4 tiles, a ``[K, C, 3, 3]`` filter with ``C`` and ``K`` at least
+    :data:`MIN_CHANNELS`."""
+    if x.dim() != 4 or weight.dim() != 4 or x.numel() == 0:
+        return False
     K, C = weight.shape[:2]
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.dim() == 4
-            and weight.shape[2:] == (3, 3) and x.shape[1] == C and min(C, K) >= MIN_CHANNELS and x.numel() > 0
-            and not torch.compiler.is_compiling())
+    H, W = x.shape[2:]
+    tile_use = H * W / (16 * _ceil_div(H, 4) * _ceil_div(W, 4))
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and weight.shape[2:] == (3, 3) and x.shape[1] == C and min(C, K) >= MIN_CHANNELS
+            and tile_use >= MIN_TILE_USE and not torch.compiler.is_compiling())
 
 
 @functools.cache
