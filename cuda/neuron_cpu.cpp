@@ -3,12 +3,14 @@
 // compile. float32 [T, N] contiguous tensors; the forward returns the output only (the caller keeps X, from which
 // the backward recomputes H chunk by chunk). Only this file includes torch's (slow to compile) tensor and
 // Python-binding headers, and only the parts it needs.
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/utils/pybind.h>
 #include <pybind11/stl.h>
+#include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <unordered_map>
@@ -116,6 +118,48 @@ static void check_call(size_t params, size_t expected, int64_t levels) {
 // the generated entry points of every declared neuron: <neuron>_forward, <neuron>_backward, bind_neurons(m)
 #include "neuron_bindings.inc"
 
+// ---------------------------------------------------------------------------------------------- spike bits
+// Binary spikes that autograd saves, kept as bits (snnexp/training/spike_packing.py): bit i of byte j is entry
+// 8 j + i, set where the entry is not 0 (as torch's `ne(0)`). One pass each way; the unpacked spikes come from the
+// buffer cache, like the neurons' outputs (they are as large, and as short-lived).
+
+at::Tensor pack_bits(const at::Tensor& x) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous(), "pack_bits: expected a contiguous float32 tensor");
+    const int64_t n = x.numel(), bytes = (n + 7) / 8;
+    at::Tensor packed = at::empty({bytes}, at::kByte);
+    const float* values = x.data_ptr<float>();
+    uint8_t* bits = packed.data_ptr<uint8_t>();
+    at::parallel_for(0, bytes, 1 << 14, [&](int64_t begin, int64_t end) {
+        for (int64_t j = begin; j < end; ++j) {
+            const float* v = values + 8 * j;
+            const int64_t count = std::min<int64_t>(8, n - 8 * j);
+            uint8_t byte = 0;
+            if (count == 8) {
+                for (int i = 0; i < 8; ++i) byte |= static_cast<uint8_t>(v[i] != 0.f) << i;
+            } else {
+                for (int64_t i = 0; i < count; ++i) byte |= static_cast<uint8_t>(v[i] != 0.f) << i;
+            }
+            bits[j] = byte;
+        }
+    });
+    return packed;
+}
+
+at::Tensor unpack_bits(const at::Tensor& packed, int64_t n) {
+    TORCH_CHECK(packed.scalar_type() == at::kByte && packed.is_contiguous() && packed.numel() * 8 >= n && n >= 0,
+                "unpack_bits: expected a contiguous uint8 tensor of at least n / 8 bytes");
+    at::Tensor out = BufferPool::instance().empty({n});
+    const uint8_t* bits = packed.data_ptr<uint8_t>();
+    float* values = out.data_ptr<float>();
+    const int64_t full = n / 8;
+    at::parallel_for(0, full, 1 << 14, [&](int64_t begin, int64_t end) {
+        for (int64_t j = begin; j < end; ++j)
+            for (int i = 0; i < 8; ++i) values[8 * j + i] = static_cast<float>((bits[j] >> i) & 1);
+    });
+    for (int64_t k = 8 * full; k < n; ++k) values[k] = static_cast<float>((bits[full] >> (k - 8 * full)) & 1);
+    return out;
+}
+
 // ---------------------------------------------------------------------------------------------- pool
 
 std::vector<int64_t> pool_stats() { return BufferPool::instance().stats(); }
@@ -127,4 +171,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("pool_stats", &pool_stats, "[cached bytes, cached buffers, cap bytes, reuses]");
     m.def("pool_set_cap", &pool_set_cap, "cap (bytes) on the cached free output buffers");
     m.def("pool_release", &pool_release, "free every cached output buffer");
+    m.def("pack_bits", &pack_bits, "float32 0/1 tensor -> ceil(numel / 8) bytes, bit i of byte j = entry 8 j + i");
+    m.def("unpack_bits", &unpack_bits, "the inverse of pack_bits: bytes, numel -> float32 [numel]");
 }

@@ -7,6 +7,8 @@
   ``torch.library`` custom ops; ``backend="cupy"`` (and ``"auto"`` on CUDA tensors).
 - :mod:`snnexp.kernels.cpu`: the generated CPU loops built as a torch C++ extension; ``backend="auto"`` on the CPU.
 - :mod:`snnexp.kernels.variants`: the compile-time variants and which inputs have a kernel (``has_kernel``).
+- :mod:`snnexp.kernels.winograd`: 3x3 convolutions by Winograd's F(4x4, 3x3) on the CPU (tile transforms in C++,
+  built like the neuron extension); models switch to it through ``snnexp.models.winograd``.
 
 This package imports no neuron module by name (the registry imports ``snnexp.neurons`` as a plugin scan):
 ``snnexp.neurons.functional`` decides which backend runs a call, and ``python -m snnexp.neurons --check`` checks

@@ -25,8 +25,16 @@ _MARK = "_snnexp_binary_spikes"
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
 
 
+def _in_one_pass(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the CPU extension packs (or unpacks) these spikes: float32 on the CPU, in one pass instead of
+    torch's several, the unpacked spikes from its buffer cache."""
+    return device.type == "cpu" and dtype == torch.float32 and cpu_kernels.available()
+
+
 def pack_bits(x: torch.Tensor) -> torch.Tensor:
     """A tensor of 0s and 1s as ``ceil(numel / 8)`` bytes, bit ``i`` of byte ``j`` being entry ``8 j + i``."""
+    if _in_one_pass(x.device, x.dtype):
+        return cpu_kernels.extension().pack_bits(x.detach().contiguous())
     bits = x.reshape(-1).ne(0).to(torch.uint8)
     pad = -bits.numel() % 8
     if pad:
@@ -40,6 +48,8 @@ def pack_bits(x: torch.Tensor) -> torch.Tensor:
 
 def unpack_bits(packed: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     """The inverse of :func:`pack_bits`: a contiguous tensor of ``shape`` and ``dtype`` holding the 0s and 1s."""
+    if _in_one_pass(packed.device, dtype):
+        return cpu_kernels.extension().unpack_bits(packed, shape.numel()).view(shape)
     shifts = _SHIFTS.get(packed.device)
     if shifts is None:
         shifts = _SHIFTS[packed.device] = torch.arange(8, dtype=torch.uint8, device=packed.device)
