@@ -26,6 +26,23 @@ def test_bits_round_trip_exactly(shape, dtype):
     assert restored.dtype == dtype and torch.equal(restored, x)
 
 
+def test_the_cpu_extension_packs_as_torch_does(monkeypatch):
+    """float32 CPU spikes take the extension's one-pass packing: the bytes and the unpacked tensor equal torch's
+    (NaN counts as a spike and -0.0 as none, like ``ne(0)``), at lengths that do and do not fill the last byte."""
+    if not spike_packing.cpu_kernels.available():
+        pytest.skip("the CPU extension cannot be built here")
+    for n in (1, 8, 13, 100_003):
+        x = (torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.3).float()
+        x[0], x[-1] = float("nan"), -0.0
+        ours = pack_bits(x)
+        unpacked = unpack_bits(ours, x.shape, torch.float32)
+        with monkeypatch.context() as torch_only:
+            torch_only.setattr(spike_packing, "_in_one_pass", lambda device, dtype: False)
+            theirs = pack_bits(x)
+            assert torch.equal(unpack_bits(theirs, x.shape, torch.float32), unpacked)
+        assert torch.equal(ours, theirs) and torch.equal(unpacked, x.ne(0).float())
+
+
 def gradients(overrides: list[str], pack: bool, tmp_path, recompute: bool = False
               ) -> tuple[dict[str, torch.Tensor], list[int]]:
     """One training step's parameter gradients (same seed, weights and batch), and the bytes of every saved
