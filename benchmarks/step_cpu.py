@@ -16,7 +16,10 @@ Entries:
   the model, its BN warm-start hooks, the ``SNNModule`` that encodes); the step is ``module(x)`` and the method's
   loss (the default method, ``sdt``: cross-entropy of the logits averaged over T), inside
   ``module.spike_packing.saving()`` as ``training_step`` runs it (``pack_spikes`` and ``recompute_bn`` on, the
-  defaults). The neuron is snnexp's default CPU path (``backend=auto``: the fused C++ extension).
+  defaults). The neuron is snnexp's default CPU path (``backend=auto``: the fused C++ extension); the 3x3 stride-1
+  convolutions run by Winograd's F(4x4, 3x3) (``winograd: true``, the default; ``snnexp.kernels.winograd``).
+* ``snnexp (torch convolutions)``: the same with ``winograd=false``: every convolution by torch (oneDNN), as in
+  SpikingJelly.
 * ``snnexp (plain saving)``: the same with ``pack_spikes=false recompute_bn=false``: the saved spikes kept as
   float32 and the neurons' saved inputs kept rather than recomputed (what each op saves, as in SpikingJelly).
 * ``SpikingJelly 2.0``: the same layout from ``spikingjelly.activation_based`` layers in multi-step mode,
@@ -49,8 +52,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if BENCH_DIR not in sys.path:
     sys.path.insert(0, BENCH_DIR)
 
+TORCH_CONV = "snnexp (torch convolutions)"  # winograd=false: every convolution by torch (oneDNN), as SpikingJelly's
 PLAIN = "snnexp (plain saving)"  # pack_spikes=false recompute_bn=false: autograd keeps what each op saves
-ENTRIES = ("snnexp", PLAIN, "SpikingJelly 2.0")
+ENTRIES = ("snnexp", TORCH_CONV, PLAIN, "SpikingJelly 2.0")
 # model -> (T, batch)
 SIZES = {"resnet19": (4, 16), "vggsnn": (10, 16)}
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
@@ -67,7 +71,7 @@ def make_step(model: str, entry: str, T: int, batch: int, seed: int = 0, momentu
 
     torch.manual_seed(seed)
     spec = sj_twins.MODELS[model]
-    module, neuron = sj_twins.snnexp_module(model, T)
+    module, neuron = sj_twins.snnexp_module(model, T, ["winograd=false"] if entry == TORCH_CONV else [])
     gen = torch.Generator().manual_seed(seed)
     # static images [B, C, H, W] (encoded inside the step) or event frames [T, B, P, H, W] (time-major, as snnexp's
     # collate gives them)
@@ -81,7 +85,7 @@ def make_step(model: str, entry: str, T: int, batch: int, seed: int = 0, momentu
         params = module.model.parameters()
         info["params"] = info["snnexp_params"]
         info["method"] = type(module.method).__name__
-        saving = module.spike_packing.saving if entry == "snnexp" else contextlib.nullcontext
+        saving = contextlib.nullcontext if entry == PLAIN else module.spike_packing.saving
 
         def forward_loss():
             with saving():  # as SNNModule.training_step runs the forward
@@ -92,7 +96,7 @@ def make_step(model: str, entry: str, T: int, batch: int, seed: int = 0, momentu
         from spikingjelly.activation_based import functional
 
         net = sj_twins.sj_twin(model, neuron)
-        sj_twins.copy_weights(module.model, net)  # same weights: same spikes, same work
+        sj_twins.copy_weights(module.model, net)  # same weights: the same spikes (up to Winograd's rare flips)
         del module
         params = net.parameters()
         info["params"] = sj_twins.parameter_count(net)

@@ -5,7 +5,8 @@
 
 Profile (torch.profiler, CPU, ``record_shapes``): one warm-up step, then ``--steps`` profiled steps. Prints the top
 ops by self CPU time (grouped by op), then the shares of the step's self time by what the op belongs to, found by
-its enclosing op: convolution / batch norm / linear / loss forward and backward, the neuron (snnexp's fused CPU
+its enclosing op: convolution (torch's, or snnexp's ``Winograd3x3``) / batch norm / linear / loss forward and
+backward, the neuron (snnexp's fused CPU
 op, labelled ``snnexp::neuron_forward`` / ``snnexp::neuron_backward`` here; the whole ``FusedCpuNeuronBackward``
 node counts as the neuron), the optimiser (``Optimizer.step`` / ``zero_grad``), gradient accumulation, and the
 rest by the op's own name. Copies (copy_, contiguous, clone, cat, stack, repeat, permute...) and allocations
@@ -43,7 +44,7 @@ ALLOC_OPS = ("aten::empty", "aten::empty_like", "aten::empty_strided", "aten::ze
 ENCLOSING = (
     (("Optimizer.step", "Optimizer.zero_grad"), "optimizer"),
     (("snnexp::neuron", "FusedCpuNeuron"), "neuron"),
-    (("aten::convolution", "ConvolutionBackward", "aten::convolution_backward"), "convolution"),
+    (("aten::convolution", "ConvolutionBackward", "aten::convolution_backward", "Winograd3x3"), "convolution"),
     (("aten::batch_norm", "NativeBatchNormBackward", "aten::native_batch_norm_backward"), "batch norm"),
     (("aten::linear", "AddmmBackward", "MmBackward", "aten::addmm"), "linear"),
     (("aten::cross_entropy", "NllLoss", "LogSoftmax", "aten::log_softmax", "aten::nll_loss"), "loss"),
