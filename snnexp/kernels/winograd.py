@@ -61,9 +61,9 @@ def available() -> bool:
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether :func:`conv3x3` runs this call faster than torch: float32 CPU tensors, a batch of 2-d images that
-    fill at least :data:`MIN_TILE_USE` of their 4x4 tiles, a ``[K, C, 3, 3]`` filter with ``C`` and ``K`` at least
-    :data:`MIN_CHANNELS`."""
+    """Whether :func:`conv3x3` runs this call faster than torch: float32 CPU tensors outside autocast, a batch of
+    2-d images that fill at least :data:`MIN_TILE_USE` of their 4x4 tiles, a ``[K, C, 3, 3]`` filter with ``C`` and
+    ``K`` at least :data:`MIN_CHANNELS`."""
     if x.dim() != 4 or weight.dim() != 4 or x.numel() == 0:
         return False
     K, C = weight.shape[:2]
@@ -71,7 +71,15 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
     tile_use = H * W / (16 * _ceil_div(H, 4) * _ceil_div(W, 4))
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and weight.shape[2:] == (3, 3) and x.shape[1] == C and min(C, K) >= MIN_CHANNELS
-            and tile_use >= MIN_TILE_USE and not torch.compiler.is_compiling())
+            and tile_use >= MIN_TILE_USE and not torch.compiler.is_compiling() and not _cpu_autocast())
+
+
+def _cpu_autocast() -> bool:
+    """Whether CPU autocast is on (mixed precision: torch's convolution then runs in its lower precision)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
 
 
 @functools.cache

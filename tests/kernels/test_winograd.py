@@ -95,6 +95,9 @@ def test_supports_only_calls_it_is_faster_for():
     assert not winograd.supports(torch.zeros(2, 8, 8, 8), torch.zeros(32, 8, 3, 3))  # too few channels
     assert not winograd.supports(torch.zeros(2, 16, 8, 8), torch.zeros(32, 16, 5, 5))
     assert not winograd.supports(torch.zeros(16, 8, 8), weight)  # unbatched
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: torch's bfloat16 convolution
+        assert not winograd.supports(torch.zeros(2, 16, 32, 32), weight)
+        assert winograd.conv3x3(torch.ones(1, 16, 8, 8), torch.ones(16, 16, 3, 3)).dtype == torch.bfloat16
 
 
 def test_falls_back_to_torch_with_one_warning_without_a_compiler(monkeypatch):
