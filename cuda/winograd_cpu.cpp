@@ -78,6 +78,44 @@ void gather_block(const float* in, int64_t nw, int64_t cb, float* block, int64_t
             std::memcpy(block + (tw * 36 + ij) * kBlock, in + (ij * P + p0 + tw) * C + c0, cb * sizeof(float));
 }
 
+
+// Channels [c_first, c_first + C) of images [N, C_in, H, W] -> out [36, N * nh * nw, C] (written in place), for
+// each 4x4 step of the image: its `Rows` rows from y = 4 th - Shift (zero outside the image, `Shift` zero columns on
+// the left) transformed down the columns, then along each tile, by `Transform` (Rows -> 6 values).
+template <int64_t Rows, int64_t Shift, void (*Transform)(const float*, int64_t, float*, int64_t)>
+void image_to_tiles(const at::Tensor& images, at::Tensor& out, int64_t c_first) {
+    const int64_t N = images.size(0), C = out.size(2), C_in = images.size(1), H = images.size(2), W = images.size(3);
+    const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, width = 4 * nw + Rows - 4;
+    TORCH_CHECK(out.size(0) == 36 && out.size(1) == P && c_first >= 0 && c_first + C <= C_in,
+                "snnexp winograd: the tiles do not match the images");
+    const float* xs = images.data_ptr<float>();
+    float* vs = out.data_ptr<float>();
+    at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> rows(Rows * width), cols(6 * width), block(nw * 36 * kBlock);
+        for (int64_t task = begin; task < end; ++task) {
+            const int64_t n = task / nh, th = task % nh;
+            for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
+                const int64_t cb = std::min(kBlock, C - c0);
+                for (int64_t cc = 0; cc < cb; ++cc) {
+                    const float* image = xs + (n * C_in + c_first + c0 + cc) * H * W;
+                    for (int64_t r = 0; r < Rows; ++r) {
+                        float* row = rows.data() + r * width;
+                        const int64_t y = 4 * th + r - Shift;
+                        std::fill(row, row + width, 0.f);
+                        if (y >= 0 && y < H) std::memcpy(row + Shift, image + y * W, W * sizeof(float));
+                    }
+                    for (int64_t xx = 0; xx < width; ++xx) Transform(rows.data() + xx, width, cols.data() + xx, width);
+                    for (int64_t tw = 0; tw < nw; ++tw)
+                        for (int64_t i = 0; i < 6; ++i)
+                            Transform(cols.data() + i * width + 4 * tw, 1,
+                                      block.data() + (tw * 36 + i * 6) * kBlock + cc, kBlock);
+                }
+                scatter_block(block.data(), nw, cb, vs, P, C, (n * nh + th) * nw, c0);
+            }
+        }
+    });
+}
+
 }  // namespace
 
 // x [N, C, H, W] -> V [36, N * nh * nw, C] (written in place): B^T d B of every 6x6 tile of the zero-padded image
@@ -85,35 +123,8 @@ void gather_block(const float* in, int64_t nw, int64_t cb, float* block, int64_t
 void input_transform(const at::Tensor& x, at::Tensor& V) {
     check(x, 4, "x");
     check(V, 3, "V");
-    const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-    const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, WP = 4 * nw + 2;
-    TORCH_CHECK(V.size(0) == 36 && V.size(1) == P && V.size(2) == C, "snnexp winograd: V does not match x");
-    const float* xs = x.data_ptr<float>();
-    float* vs = V.data_ptr<float>();
-    at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> rows(6 * WP), cols(6 * WP), block(nw * 36 * kBlock);
-        for (int64_t task = begin; task < end; ++task) {
-            const int64_t n = task / nh, th = task % nh;
-            for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
-                const int64_t cb = std::min(kBlock, C - c0);
-                for (int64_t cc = 0; cc < cb; ++cc) {
-                    const float* image = xs + (n * C + c0 + cc) * H * W;
-                    for (int64_t r = 0; r < 6; ++r) {  // the tile row's 6 image rows, padded with zeros
-                        float* row = rows.data() + r * WP;
-                        const int64_t y = 4 * th + r - 1;
-                        std::fill(row, row + WP, 0.f);
-                        if (y >= 0 && y < H) std::memcpy(row + 1, image + y * W, W * sizeof(float));
-                    }
-                    for (int64_t xx = 0; xx < WP; ++xx) bt6(rows.data() + xx, WP, cols.data() + xx, WP);
-                    for (int64_t tw = 0; tw < nw; ++tw)
-                        for (int64_t i = 0; i < 6; ++i)
-                            bt6(cols.data() + i * WP + 4 * tw, 1, block.data() + (tw * 36 + i * 6) * kBlock + cc,
-                                kBlock);
-                }
-                scatter_block(block.data(), nw, cb, vs, P, C, (n * nh + th) * nw, c0);
-            }
-        }
-    });
+    TORCH_CHECK(V.size(2) == x.size(1), "snnexp winograd: V does not match x");
+    image_to_tiles<6, 1, bt6>(x, V, 0);
 }
 
 // M [36, N * nh * nw, K] -> channels [k_first, k_first + K) of out [N, K_out, H, W] (written in place): A^T m A of
@@ -154,36 +165,7 @@ void output_transform(const at::Tensor& M, at::Tensor& out, int64_t k_first) {
 void grad_output_transform(const at::Tensor& dy, at::Tensor& dM, int64_t k_first) {
     check(dy, 4, "grad_output");
     check(dM, 3, "dM");
-    const int64_t N = dy.size(0), K = dM.size(2), K_out = dy.size(1), H = dy.size(2), W = dy.size(3);
-    const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, WT = 4 * nw;
-    TORCH_CHECK(dM.size(0) == 36 && dM.size(1) == P && k_first >= 0 && k_first + K <= K_out,
-                "snnexp winograd: dM does not match dy");
-    const float* gs = dy.data_ptr<float>();
-    float* ms = dM.data_ptr<float>();
-    at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> rows(4 * WT), cols(6 * WT), block(nw * 36 * kBlock);
-        for (int64_t task = begin; task < end; ++task) {
-            const int64_t n = task / nh, th = task % nh;
-            for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
-                const int64_t kb = std::min(kBlock, K - k0);
-                for (int64_t kk = 0; kk < kb; ++kk) {
-                    const float* image = gs + (n * K_out + k_first + k0 + kk) * H * W;
-                    for (int64_t a = 0; a < 4; ++a) {
-                        float* row = rows.data() + a * WT;
-                        const int64_t y = 4 * th + a;
-                        std::fill(row, row + WT, 0.f);
-                        if (y < H) std::memcpy(row, image + y * W, W * sizeof(float));
-                    }
-                    for (int64_t xx = 0; xx < WT; ++xx) a6(rows.data() + xx, WT, cols.data() + xx, WT);
-                    for (int64_t tw = 0; tw < nw; ++tw)
-                        for (int64_t i = 0; i < 6; ++i)
-                            a6(cols.data() + i * WT + 4 * tw, 1, block.data() + (tw * 36 + i * 6) * kBlock + kk,
-                               kBlock);
-                }
-                scatter_block(block.data(), nw, kb, ms, P, K, (n * nh + th) * nw, k0);
-            }
-        }
-    });
+    image_to_tiles<4, 0, a6>(dy, dM, k_first);
 }
 
 // dV [36, N * nh * nw, C] -> dx [N, C, H, W] (written, or added to with `accumulate`, in place): B v B^T of every

@@ -181,24 +181,30 @@ def cache_stats() -> dict[str, int]:
     return {"cached_bytes": cached, "cached_buffers": buffers, "cap_bytes": cap, "reused": reused}
 
 
-@functools.cache
-def available() -> bool:
-    """True when the extension builds and loads here; otherwise one warning with the reason, and False."""
+def loads(extension_fn, what: str, instead: str) -> bool:
+    """Whether ``extension_fn()`` builds and loads here (False under ``SNNEXP_NO_CPU_KERNELS``); if it fails, one
+    warning says why, that ``instead`` runs, and how to enable ``what``."""
     if os.environ.get("SNNEXP_NO_CPU_KERNELS"):
         return False
     try:
-        extension()
+        extension_fn()
     except Exception as error:  # no compiler, no headers, ninja missing, ...
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
         warnings.warn(
-            f"snnexp: the fused CPU neuron kernels could not be built ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[-1] if str(error).strip() else error}); using the eager torch "
-            "reference instead (slower). Install a C++ compiler (g++) and ninja to enable them, or set "
-            "SNNEXP_NO_CPU_KERNELS=1 to silence this.",
+            f"snnexp: {what} could not be built ({type(error).__name__}: {reason}); using {instead} instead "
+            f"(slower). Install a C++ compiler (g++) and ninja to enable them, or set SNNEXP_NO_CPU_KERNELS=1 to "
+            "silence this.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return False
     return True
+
+
+@functools.cache
+def available() -> bool:
+    """True when the extension builds and loads here; otherwise one warning with the reason, and False."""
+    return loads(extension, "the fused CPU neuron kernels", "the eager torch reference")
 
 
 def kind_of(k) -> str:

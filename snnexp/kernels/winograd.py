@@ -18,9 +18,7 @@ are most of a spiking ResNet's training step there.
 from __future__ import annotations
 
 import functools
-import os
 import threading
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -49,16 +47,7 @@ def extension():
 @functools.cache
 def available() -> bool:
     """True when the tile transforms build and load here; otherwise one warning with the reason, and False."""
-    if os.environ.get("SNNEXP_NO_CPU_KERNELS"):
-        return False
-    try:
-        extension()
-    except Exception as error:  # no compiler, no headers, ninja missing, ...
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
-        warnings.warn(f"snnexp: the Winograd convolution could not be built ({type(error).__name__}: {message}); "
-                      "3x3 convolutions use torch's instead (slower on the CPU).", RuntimeWarning, stacklevel=3)
-        return False
-    return True
+    return cpu.loads(extension, "the Winograd convolution's tile transforms", "torch's 3x3 convolutions")
 
 
 def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
