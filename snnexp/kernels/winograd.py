@@ -89,7 +89,7 @@ def filter_gradient(grad_u: torch.Tensor) -> torch.Tensor:
     """The adjoint of :func:`filter_transform`: ``[36, C, K] -> [K, C, 3, 3]``."""
     _, C, K = grad_u.shape
     grad = torch.mm(_filter_matrix(grad_u.dtype).T, grad_u.reshape(36, C * K))
-    return grad.view(3, 3, C, K).permute(3, 2, 0, 1).contiguous()
+    return grad.view(3, 3, C, K).permute(3, 2, 0, 1)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -108,7 +108,7 @@ def _output_blocks(C: int, K: int) -> list[tuple[int, int]]:
 def _chunks(x: torch.Tensor, channels: int):
     """``(images per chunk, tiles per image)``: chunks whose transformed tiles take about :data:`CHUNK_BYTES`."""
     H, W = x.shape[2:]
-    tiles = ((H + 3) // 4) * ((W + 3) // 4)
+    tiles = _ceil_div(H, 4) * _ceil_div(W, 4)
     return max(1, min(x.shape[0], CHUNK_BYTES // (36 * tiles * channels * 4))), tiles
 
 
@@ -125,11 +125,6 @@ def _buffer(which: int, numel: int) -> torch.Tensor:
         held[which] = torch.empty(0)  # the old one goes before the new one comes
         held[which] = torch.empty(numel)
     return held[which]
-
-
-def empty_cache() -> None:
-    """Free this thread's buffers of transformed tiles (at most about 2 x :data:`CHUNK_BYTES` each)."""
-    _buffers.held = None
 
 
 class _Workspace:

@@ -2,8 +2,8 @@
 
 :func:`use_winograd` turns every ``nn.Conv2d`` of a model that can run that way (3x3, stride 1, padding 1, no
 dilation or groups, zero padding) into a :class:`WinogradConv2d`: the same module with the same parameters and
-state dict, whose forward takes the Winograd path for float32 CPU inputs and ``nn.Conv2d``'s everywhere else
-(CUDA, float64, too few channels).
+state dict, whose forward takes the Winograd path where :func:`snnexp.kernels.winograd.supports` says it is faster
+(float32 CPU inputs, enough channels, ...) and torch's convolution everywhere else.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3x3, stride 1, padding 1) that convolves float32 CPU batches by Winograd's F(4x4, 3x3)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if winograd.supports(x, self.weight) and winograd.available():
-            return winograd.Winograd3x3.apply(x, self.weight, self.bias)
-        return super().forward(x)
+        return winograd.conv3x3(x, self.weight, self.bias)  # torch's conv2d where Winograd does not apply
 
 
 def convertible(module: nn.Module) -> bool:
