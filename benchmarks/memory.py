@@ -1,7 +1,7 @@
 """Peak memory of one training step: snnexp vs the same network from SpikingJelly 2.0.
 
     python benchmarks/memory.py [--T 8] [--batch 16] [--models resnet19] [--threads 2] [--repeats 3]
-                                [--allocator glibc|mmap]
+                                [--steps 1] [--allocator glibc|mmap]
 
 The step and both sides are those of ``benchmarks/step_cpu.py`` (models built by ``benchmarks/sj_twins.py``:
 snnexp's ``python -m snnexp model=<model> neuron=tet_lif`` through ``snnexp.build``, with the encoding inside
@@ -12,12 +12,15 @@ at T=8, batch 16 of 3x32x32.
 CPU: each entry runs in a fresh subprocess. With the model, optimiser, batch and (for snnexp) the fused CPU
 extension loaded, the process's resident set is read, its peak is reset (``/proc/self/clear_refs``, Linux >= 4.0;
 else the lifetime peak ``ru_maxrss`` is used and the reading is a lower bound when an earlier peak was higher),
-one step runs, and the growth of the peak over the resident set before the step is reported. It covers
+one step runs (``--steps``: that many, the peak over all of them), and the growth of the peak over the resident set
+before the step is reported. It covers
 everything the step holds at its peak: activations saved for backward, gradients, temporaries, and buffers an
 allocator keeps (snnexp's output-buffer cache included). "kept after" is the growth that stays resident after the
 step (gradients are set to None first): caches and allocator slack. glibc's heap makes the reading vary by
 about 10% from process to process (SpikingJelly's up to 40%), so each entry runs ``--repeats`` times: the table
-gives the median and range. ``--allocator mmap`` sets ``MALLOC_MMAP_THRESHOLD_=65536`` for every entry: every
+gives the median and range. The entry ``snnexp (reuse heap)`` (``reuse_heap=true``) keeps freed blocks in glibc's
+heap, which fragments: its peak grows over the first steps, so read it with ``--steps 3``. ``--allocator mmap``
+sets ``MALLOC_MMAP_THRESHOLD_=65536`` for every entry: every
 large block is then its own mapping, returned when freed, and the peak RSS is close to the peak of live memory.
 
 CUDA (when ``torch.cuda.is_available()``): each entry, in a fresh subprocess, runs one warm-up step on the GPU, then
@@ -74,7 +77,7 @@ def _peak() -> int:
     return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def cpu_worker(model: str, entry: str, T: int, batch: int, threads: int) -> dict:
+def cpu_worker(model: str, entry: str, T: int, batch: int, threads: int, steps: int = 1) -> dict:
     import torch
 
     from step_cpu import make_step
@@ -91,9 +94,10 @@ def cpu_worker(model: str, entry: str, T: int, batch: int, threads: int) -> dict
     before = _rss()
     exact = _reset_peak()
     lifetime_peak = _peak()
-    step()
+    for _ in range(steps):  # the peak over all of them: a later step can need more (a fragmented heap)
+        step()
+        step.optimizer.zero_grad(set_to_none=True)
     peak = _peak()
-    step.optimizer.zero_grad(set_to_none=True)
     gc.collect()
     after = _rss()
     growth = peak - before if exact else max(0, peak - max(before, lifetime_peak))
@@ -129,7 +133,7 @@ def run(args, device: str) -> list[dict]:
     for model in args.models:
         for entry in ENTRIES:
             cmd = [sys.executable, __file__, "--worker", device, model, entry, "--T", str(args.T), "--batch",
-                   str(args.batch), "--threads", str(args.threads)]
+                   str(args.batch), "--threads", str(args.threads), "--steps", str(args.steps)]
             runs = []
             for _ in range(args.repeats):
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -151,7 +155,8 @@ def table(rows: list[dict], device: str, args) -> None:
     if device == "cpu":
         regime = "glibc malloc defaults" if args.allocator == "glibc" else "MALLOC_MMAP_THRESHOLD_=65536"
         print(f"\nPeak memory of one training step on the CPU: growth of the peak RSS over the RSS before the step "
-              f"(T={args.T}, batch {args.batch}, {args.threads} threads, {regime})\n")
+              f"(T={args.T}, batch {args.batch}, {args.threads} threads, {regime}; the peak over {args.steps} "
+              f"step(s) from a fresh process)\n")
         print("| model | entry | peak MiB, median (range) | kept after MiB | ratio vs SpikingJelly |")
         print("|---|---|---|---|---|")
     else:
@@ -192,6 +197,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=["resnet19"], choices=list(SIZES))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per entry (median reported)")
+    parser.add_argument("--steps", type=int, default=1, help="CPU: steps per process, the peak over all of them")
     parser.add_argument("--allocator", choices=("glibc", "mmap"), default="glibc",
                         help="mmap: MALLOC_MMAP_THRESHOLD_=65536 for every entry (RSS close to live memory)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA table even where a GPU is present")
@@ -200,7 +206,7 @@ def main(argv=None) -> int:
     if args.worker:
         device, model, entry = args.worker
         if device == "cpu":
-            out = cpu_worker(model, entry, args.T, args.batch, args.threads)
+            out = cpu_worker(model, entry, args.T, args.batch, args.threads, args.steps)
         else:
             out = cuda_worker(model, entry, args.T, args.batch)
         print(json.dumps(out))

@@ -22,6 +22,9 @@ Entries:
   SpikingJelly.
 * ``snnexp (plain saving)``: the same with ``pack_spikes=false recompute_bn=false``: the saved spikes kept as
   float32 and the neurons' saved inputs kept rather than recomputed (what each op saves, as in SpikingJelly).
+* ``snnexp (reuse heap)``: the same with ``reuse_heap=true``: glibc keeps freed blocks up to 1 GiB in the heap
+  for reuse (``snnexp.kernels.heap``) instead of a fresh, page-faulting mapping per large tensor; the step's peak
+  memory is higher (the heap fragments), which is why it is not the default.
 * ``SpikingJelly 2.0``: the same layout from ``spikingjelly.activation_based`` layers in multi-step mode,
   ``neuron.LIFNode`` with the snnexp neuron's tau / threshold / reset / surrogate / detach_reset / decay_input
   (PiecewiseQuadratic(1/g) is snnexp's Triangle(g)), the same loss, ``functional.reset_net`` after each step.
@@ -31,8 +34,8 @@ are checked equal (and printed). Each entry runs in its own process; after ``--w
 steps are timed one by one, the processes of a model taking turns step by step (a slow spell of a shared machine
 hits every entry alike): the table gives their median and min, and the ratio SpikingJelly / entry by median
 (above 1: faster than SpikingJelly). ``--allocator tuned`` raises glibc's ``MALLOC_MMAP_THRESHOLD_`` /
-``MALLOC_TRIM_THRESHOLD_`` to 1 GiB for every entry (heap reuse instead of a fresh, page-faulting mmap per large
-activation; see ``benchmarks/neurons_cpu.py``).
+``MALLOC_TRIM_THRESHOLD_`` to 1 GiB for every entry, SpikingJelly included (heap reuse instead of a fresh,
+page-faulting mmap per large activation; snnexp's ``reuse_heap`` then leaves the user's setting as it is).
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ if BENCH_DIR not in sys.path:
 
 TORCH_CONV = "snnexp (torch convolutions)"  # winograd=false: every convolution by torch (oneDNN), as SpikingJelly's
 PLAIN = "snnexp (plain saving)"  # pack_spikes=false recompute_bn=false: autograd keeps what each op saves
-ENTRIES = ("snnexp", TORCH_CONV, PLAIN, "SpikingJelly 2.0")
+REUSE_HEAP = "snnexp (reuse heap)"  # reuse_heap=true: glibc keeps freed large blocks for reuse (more memory)
+ENTRIES = ("snnexp", TORCH_CONV, PLAIN, REUSE_HEAP, "SpikingJelly 2.0")
+OVERRIDES = {TORCH_CONV: ["winograd=false"], REUSE_HEAP: ["reuse_heap=true"]}  # entry -> its snnexp overrides
 # model -> (T, batch)
 SIZES = {"resnet19": (4, 16), "vggsnn": (10, 16)}
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
@@ -71,7 +76,7 @@ def make_step(model: str, entry: str, T: int, batch: int, seed: int = 0, momentu
 
     torch.manual_seed(seed)
     spec = sj_twins.MODELS[model]
-    module, neuron = sj_twins.snnexp_module(model, T, ["winograd=false"] if entry == TORCH_CONV else [])
+    module, neuron = sj_twins.snnexp_module(model, T, OVERRIDES.get(entry, []))
     gen = torch.Generator().manual_seed(seed)
     # static images [B, C, H, W] (encoded inside the step) or event frames [T, B, P, H, W] (time-major, as snnexp's
     # collate gives them)

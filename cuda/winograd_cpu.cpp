@@ -17,10 +17,12 @@
 namespace {
 
 constexpr int64_t kBlock = 16;  // channels transformed together, so that a tile's 36 values are written as runs
+// The values of one pixel (or tile entry) in kBlock channels: the transforms below run on all of them at once.
+typedef float Lanes __attribute__((vector_size(kBlock * sizeof(float))));
 
-// The 1-D transforms, each reading a[0 * s], a[1 * s], ... and writing o[0 * t], o[1 * t], ...
-inline void bt6(const float* a, int64_t s, float* o, int64_t t) {  // B^T d: 6 -> 6
-    const float d0 = a[0], d1 = a[s], d2 = a[2 * s], d3 = a[3 * s], d4 = a[4 * s], d5 = a[5 * s];
+// The 1-D transforms, each reading a[0 * s], a[1 * s], ... and writing o[0 * t], o[1 * t], ..., for kBlock channels.
+inline void bt6(const Lanes* a, int64_t s, Lanes* o, int64_t t) {  // B^T d: 6 -> 6
+    const Lanes d0 = a[0], d1 = a[s], d2 = a[2 * s], d3 = a[3 * s], d4 = a[4 * s], d5 = a[5 * s];
     o[0] = 4.f * d0 - 5.f * d2 + d4;
     o[t] = -4.f * (d1 + d2) + d3 + d4;
     o[2 * t] = 4.f * (d1 - d2) - d3 + d4;
@@ -29,8 +31,8 @@ inline void bt6(const float* a, int64_t s, float* o, int64_t t) {  // B^T d: 6 -
     o[5 * t] = 4.f * d1 - 5.f * d3 + d5;
 }
 
-inline void b6(const float* a, int64_t s, float* o, int64_t t) {  // B v, the adjoint of bt6: 6 -> 6
-    const float v0 = a[0], v1 = a[s], v2 = a[2 * s], v3 = a[3 * s], v4 = a[4 * s], v5 = a[5 * s];
+inline void b6(const Lanes* a, int64_t s, Lanes* o, int64_t t) {  // B v, the adjoint of bt6: 6 -> 6
+    const Lanes v0 = a[0], v1 = a[s], v2 = a[2 * s], v3 = a[3 * s], v4 = a[4 * s], v5 = a[5 * s];
     o[0] = 4.f * v0;
     o[t] = 4.f * (v2 - v1 + v5) + 2.f * (v4 - v3);
     o[2 * t] = -5.f * v0 - 4.f * (v1 + v2) - v3 - v4;
@@ -39,16 +41,16 @@ inline void b6(const float* a, int64_t s, float* o, int64_t t) {  // B v, the ad
     o[5 * t] = v5;
 }
 
-inline void at4(const float* a, int64_t s, float* o, int64_t t) {  // A^T m: 6 -> 4
-    const float m0 = a[0], m1 = a[s], m2 = a[2 * s], m3 = a[3 * s], m4 = a[4 * s], m5 = a[5 * s];
+inline void at4(const Lanes* a, int64_t s, Lanes* o, int64_t t) {  // A^T m: 6 -> 4
+    const Lanes m0 = a[0], m1 = a[s], m2 = a[2 * s], m3 = a[3 * s], m4 = a[4 * s], m5 = a[5 * s];
     o[0] = m0 + m1 + m2 + m3 + m4;
     o[t] = m1 - m2 + 2.f * (m3 - m4);
     o[2 * t] = m1 + m2 + 4.f * (m3 + m4);
     o[3 * t] = m1 - m2 + 8.f * (m3 - m4) + m5;
 }
 
-inline void a6(const float* a, int64_t s, float* o, int64_t t) {  // A g, the adjoint of at4: 4 -> 6
-    const float g0 = a[0], g1 = a[s], g2 = a[2 * s], g3 = a[3 * s];
+inline void a6(const Lanes* a, int64_t s, Lanes* o, int64_t t) {  // A g, the adjoint of at4: 4 -> 6
+    const Lanes g0 = a[0], g1 = a[s], g2 = a[2 * s], g3 = a[3 * s];
     o[0] = g0;
     o[t] = g0 + g1 + g2 + g3;
     o[2 * t] = g0 - g1 + g2 - g3;
@@ -62,27 +64,31 @@ void check(const at::Tensor& t, int64_t dim, const char* name) {
                 "snnexp winograd: ", name, " must be a contiguous ", dim, "-d float32 CPU tensor");
 }
 
-// Writes block[tw][ij][0, cb) to out[ij][p0 + tw][c0, c0 + cb).
-void scatter_block(const float* block, int64_t nw, int64_t cb, float* out, int64_t P, int64_t C, int64_t p0,
+// Writes block[tw][ij] (its first cb channels) to out[ij][p0 + tw][c0, c0 + cb).
+void scatter_block(const Lanes* block, int64_t nw, int64_t cb, float* out, int64_t P, int64_t C, int64_t p0,
                    int64_t c0) {
     for (int64_t tw = 0; tw < nw; ++tw)
         for (int64_t ij = 0; ij < 36; ++ij)
-            std::memcpy(out + (ij * P + p0 + tw) * C + c0, block + (tw * 36 + ij) * kBlock, cb * sizeof(float));
+            std::memcpy(out + (ij * P + p0 + tw) * C + c0, block + tw * 36 + ij, cb * sizeof(float));
 }
 
-// Reads in[ij][p0 + tw][c0, c0 + cb) into block[tw][ij][0, cb).
-void gather_block(const float* in, int64_t nw, int64_t cb, float* block, int64_t P, int64_t C, int64_t p0,
+// Reads in[ij][p0 + tw][c0, c0 + cb) into block[tw][ij] (its first cb channels).
+void gather_block(const float* in, int64_t nw, int64_t cb, Lanes* block, int64_t P, int64_t C, int64_t p0,
                   int64_t c0) {
     for (int64_t tw = 0; tw < nw; ++tw)
         for (int64_t ij = 0; ij < 36; ++ij)
-            std::memcpy(block + (tw * 36 + ij) * kBlock, in + (ij * P + p0 + tw) * C + c0, cb * sizeof(float));
+            std::memcpy(block + tw * 36 + ij, in + (ij * P + p0 + tw) * C + c0, cb * sizeof(float));
 }
+
+// Channel cc of the pixels `lanes[0, n)`.
+inline float& lane(Lanes* lanes, int64_t i, int64_t cc) { return reinterpret_cast<float*>(lanes + i)[cc]; }
 
 
 // Channels [c_first, c_first + C) of images [N, C_in, H, W] -> out [36, N * nh * nw, C] (written in place), for
 // each 4x4 step of the image: its `Rows` rows from y = 4 th - Shift (zero outside the image, `Shift` zero columns on
-// the left) transformed down the columns, then along each tile, by `Transform` (Rows -> 6 values).
-template <int64_t Rows, int64_t Shift, void (*Transform)(const float*, int64_t, float*, int64_t)>
+// the left), kBlock channels at a time, transformed down the columns, then along each tile, by `Transform`
+// (Rows -> 6 values).
+template <int64_t Rows, int64_t Shift, void (*Transform)(const Lanes*, int64_t, Lanes*, int64_t)>
 void image_to_tiles(const at::Tensor& images, at::Tensor& out, int64_t c_first) {
     const int64_t N = images.size(0), C = out.size(2), C_in = images.size(1), H = images.size(2), W = images.size(3);
     const int64_t nh = (H + 3) / 4, nw = (W + 3) / 4, P = N * nh * nw, width = 4 * nw + Rows - 4;
@@ -91,25 +97,25 @@ void image_to_tiles(const at::Tensor& images, at::Tensor& out, int64_t c_first) 
     const float* xs = images.data_ptr<float>();
     float* vs = out.data_ptr<float>();
     at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> rows(Rows * width), cols(6 * width), block(nw * 36 * kBlock);
+        std::vector<Lanes> rows(Rows * width), cols(6 * width), block(nw * 36);
         for (int64_t task = begin; task < end; ++task) {
             const int64_t n = task / nh, th = task % nh;
             for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
                 const int64_t cb = std::min(kBlock, C - c0);
+                std::fill(rows.begin(), rows.end(), Lanes{});
                 for (int64_t cc = 0; cc < cb; ++cc) {
                     const float* image = xs + (n * C_in + c_first + c0 + cc) * H * W;
                     for (int64_t r = 0; r < Rows; ++r) {
-                        float* row = rows.data() + r * width;
                         const int64_t y = 4 * th + r - Shift;
-                        std::fill(row, row + width, 0.f);
-                        if (y >= 0 && y < H) std::memcpy(row + Shift, image + y * W, W * sizeof(float));
+                        if (y < 0 || y >= H) continue;
+                        Lanes* row = rows.data() + r * width + Shift;
+                        for (int64_t xx = 0; xx < W; ++xx) lane(row, xx, cc) = image[y * W + xx];
                     }
-                    for (int64_t xx = 0; xx < width; ++xx) Transform(rows.data() + xx, width, cols.data() + xx, width);
-                    for (int64_t tw = 0; tw < nw; ++tw)
-                        for (int64_t i = 0; i < 6; ++i)
-                            Transform(cols.data() + i * width + 4 * tw, 1,
-                                      block.data() + (tw * 36 + i * 6) * kBlock + cc, kBlock);
                 }
+                for (int64_t xx = 0; xx < width; ++xx) Transform(rows.data() + xx, width, cols.data() + xx, width);
+                for (int64_t tw = 0; tw < nw; ++tw)
+                    for (int64_t i = 0; i < 6; ++i)
+                        Transform(cols.data() + i * width + 4 * tw, 1, block.data() + tw * 36 + i * 6, 1);
                 scatter_block(block.data(), nw, cb, vs, P, C, (n * nh + th) * nw, c0);
             }
         }
@@ -139,21 +145,20 @@ void output_transform(const at::Tensor& M, at::Tensor& out, int64_t k_first) {
     const float* ms = M.data_ptr<float>();
     float* os = out.data_ptr<float>();
     at::parallel_for(0, N * nh, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> block(nw * 36 * kBlock), rows(6 * WT), y(4 * WT);
+        std::vector<Lanes> block(nw * 36), rows(6 * WT), y(4 * WT);
         for (int64_t task = begin; task < end; ++task) {
             const int64_t n = task / nh, th = task % nh;
             for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
                 const int64_t kb = std::min(kBlock, K - k0);
                 gather_block(ms, nw, kb, block.data(), P, K, (n * nh + th) * nw, k0);
+                for (int64_t tw = 0; tw < nw; ++tw)
+                    for (int64_t i = 0; i < 6; ++i)
+                        at4(block.data() + tw * 36 + i * 6, 1, rows.data() + i * WT + 4 * tw, 1);
+                for (int64_t xx = 0; xx < WT; ++xx) at4(rows.data() + xx, WT, y.data() + xx, WT);
                 for (int64_t kk = 0; kk < kb; ++kk) {
-                    for (int64_t tw = 0; tw < nw; ++tw)
-                        for (int64_t i = 0; i < 6; ++i)
-                            at4(block.data() + (tw * 36 + i * 6) * kBlock + kk, kBlock, rows.data() + i * WT + 4 * tw,
-                                1);
-                    for (int64_t xx = 0; xx < WT; ++xx) at4(rows.data() + xx, WT, y.data() + xx, WT);
                     float* image = os + (n * K_out + k_first + k0 + kk) * H * W;
                     for (int64_t b = 0; b < 4 && 4 * th + b < H; ++b)
-                        std::memcpy(image + (4 * th + b) * W, y.data() + b * WT, W * sizeof(float));
+                        for (int64_t xx = 0; xx < W; ++xx) image[(4 * th + b) * W + xx] = lane(y.data(), b * WT + xx, kk);
                 }
             }
         }
@@ -181,39 +186,36 @@ void grad_input_transform(const at::Tensor& dV, at::Tensor& dx, bool accumulate)
     const float* vs = dV.data_ptr<float>();
     float* xs = dx.data_ptr<float>();
     at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-        std::vector<float> block(nw * 36 * kBlock), rows(6 * WP), images(kBlock * HP * WP);
+        std::vector<Lanes> block(nw * 36), rows(6 * WP), image(HP * WP);
         for (int64_t task = begin; task < end; ++task) {
             const int64_t n = task / blocks, c0 = (task % blocks) * kBlock, cb = std::min(kBlock, C - c0);
-            std::fill(images.begin(), images.end(), 0.f);
+            std::fill(image.begin(), image.end(), Lanes{});
             for (int64_t th = 0; th < nh; ++th) {
                 gather_block(vs, nw, cb, block.data(), P, C, (n * nh + th) * nw, c0);
-                for (int64_t cc = 0; cc < cb; ++cc) {
-                    std::fill(rows.begin(), rows.end(), 0.f);
-                    float tile[6];
-                    for (int64_t tw = 0; tw < nw; ++tw)
-                        for (int64_t i = 0; i < 6; ++i) {
-                            b6(block.data() + (tw * 36 + i * 6) * kBlock + cc, kBlock, tile, 1);
-                            float* row = rows.data() + i * WP + 4 * tw;
-                            for (int64_t s = 0; s < 6; ++s) row[s] += tile[s];
-                        }
-                    float* image = images.data() + cc * HP * WP + 4 * th * WP;
-                    for (int64_t xx = 0; xx < WP; ++xx) {
-                        float col[6];
-                        b6(rows.data() + xx, WP, col, 1);
-                        for (int64_t r = 0; r < 6; ++r) image[r * WP + xx] += col[r];
+                std::fill(rows.begin(), rows.end(), Lanes{});
+                for (int64_t tw = 0; tw < nw; ++tw)
+                    for (int64_t i = 0; i < 6; ++i) {
+                        Lanes tile[6];
+                        b6(block.data() + tw * 36 + i * 6, 1, tile, 1);
+                        Lanes* row = rows.data() + i * WP + 4 * tw;
+                        for (int64_t s = 0; s < 6; ++s) row[s] += tile[s];
                     }
+                Lanes* band = image.data() + 4 * th * WP;
+                for (int64_t xx = 0; xx < WP; ++xx) {
+                    Lanes col[6];
+                    b6(rows.data() + xx, WP, col, 1);
+                    for (int64_t r = 0; r < 6; ++r) band[r * WP + xx] += col[r];
                 }
             }
             for (int64_t cc = 0; cc < cb; ++cc) {
-                const float* image = images.data() + cc * HP * WP;
                 float* target = xs + (n * C + c0 + cc) * H * W;
                 for (int64_t y = 0; y < H; ++y) {
-                    const float* source = image + (y + 1) * WP + 1;
+                    Lanes* source = image.data() + (y + 1) * WP + 1;
                     float* row = target + y * W;
                     if (accumulate)
-                        for (int64_t xx = 0; xx < W; ++xx) row[xx] += source[xx];
+                        for (int64_t xx = 0; xx < W; ++xx) row[xx] += lane(source, xx, cc);
                     else
-                        std::memcpy(row, source, W * sizeof(float));
+                        for (int64_t xx = 0; xx < W; ++xx) row[xx] = lane(source, xx, cc);
                 }
             }
         }

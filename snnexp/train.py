@@ -28,6 +28,7 @@ from snnexp.checks import instantiate as checked_instantiate
 from snnexp.csv_history import hold_earlier_rows, merge_earlier_rows
 from snnexp.dashboards import log_config, log_run_results
 from snnexp.errors import IncompatibleError, RunPruned, SnnexpError, SweepConfigError
+from snnexp.kernels import heap
 from snnexp.lit import SNNModule
 from snnexp.loggers import finish_loggers
 from snnexp.models.encoders import check_timesteps, make_encoder
@@ -77,6 +78,8 @@ def build(cfg: DictConfig):
                        input_shape=datamodule.input_shape, energy=(cfg.energy.e_mac, cfg.energy.e_ac),
                        pack_spikes=cfg.get("pack_spikes", True), recompute_bn=cfg.get("recompute_bn", True),
                        winograd=cfg.get("winograd", True))
+    if cfg.get("reuse_heap", False):  # the process is about to train: keep its large freed blocks for the next step
+        heap.reuse_freed_blocks()
     return datamodule, module
 
 

@@ -10,6 +10,7 @@ import torch
 
 from helpers.runs import SHORT, compose_config, run_cli
 from snnexp.errors import NonFiniteLossError, SnnexpError
+from snnexp.kernels import heap
 from snnexp.methods.sdt import SDT
 from snnexp.lit import SNNModule
 from snnexp.train import build, run
@@ -167,3 +168,12 @@ def test_a_run_that_fails_before_training_records_it_and_leaves_an_earlier_summa
     with pytest.raises(SnnexpError):
         run(cfg)
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == {"status": "completed"}
+
+
+def test_build_keeps_freed_blocks_for_reuse_only_when_asked(monkeypatch):
+    calls = []
+    monkeypatch.setattr(heap, "reuse_freed_blocks", lambda: calls.append(1) or True)
+    for overrides, expected in (([], 0), (["reuse_heap=true"], 1), (["reuse_heap=false"], 0)):
+        calls.clear()
+        build(compose_config(["data.batch_size=4", *overrides]))
+        assert len(calls) == expected

@@ -90,7 +90,8 @@ def test_supports_only_calls_it_is_faster_for():
     weight = torch.zeros(32, 16, 3, 3)
     assert winograd.supports(torch.zeros(2, 16, 32, 32), weight)
     assert winograd.supports(torch.zeros(2, 16, 7, 7), weight)  # 49 of 64 tile pixels inside
-    assert not winograd.supports(torch.zeros(2, 16, 6, 6), weight)  # 36 of 64
+    assert winograd.supports(torch.zeros(2, 16, 6, 6), weight)  # 36 of 64 (VGGSNN's conv7)
+    assert not winograd.supports(torch.zeros(2, 16, 5, 5), weight)  # 25 of 64
     assert not winograd.supports(torch.zeros(2, 16, 8, 8, dtype=torch.float64), weight.double())
     assert not winograd.supports(torch.zeros(2, 8, 8, 8), torch.zeros(32, 8, 3, 3))  # too few channels
     assert not winograd.supports(torch.zeros(2, 16, 8, 8), torch.zeros(32, 16, 5, 5))
