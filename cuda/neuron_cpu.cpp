@@ -165,12 +165,14 @@ at::Tensor unpack_bits(const at::Tensor& packed, int64_t n) {
 std::vector<int64_t> pool_stats() { return BufferPool::instance().stats(); }
 void pool_set_cap(int64_t bytes) { BufferPool::instance().set_cap(bytes); }
 void pool_release() { BufferPool::instance().release(); }
+at::Tensor pool_empty(std::vector<int64_t> sizes) { return BufferPool::instance().empty(sizes); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     bind_neurons(m);
     m.def("pool_stats", &pool_stats, "[cached bytes, cached buffers, cap bytes, reuses]");
     m.def("pool_set_cap", &pool_set_cap, "cap (bytes) on the cached free output buffers");
     m.def("pool_release", &pool_release, "free every cached output buffer");
+    m.def("pool_empty", &pool_empty, "an uninitialised float32 tensor of sizes (1 MiB and more: from the cache)");
     m.def("pack_bits", &pack_bits, "float32 0/1 tensor -> ceil(numel / 8) bytes, bit i of byte j = entry 8 j + i");
     m.def("unpack_bits", &unpack_bits, "the inverse of pack_bits: bytes, numel -> float32 [numel]");
 }

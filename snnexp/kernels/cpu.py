@@ -175,6 +175,15 @@ def empty_cache() -> None:
         extension().pool_release()
 
 
+def cached_empty(shape) -> torch.Tensor:
+    """An uninitialised, contiguous float32 CPU tensor of ``shape`` that, from 1 MiB on, comes from (and returns to)
+    the output-buffer cache when the extension is loaded: a large tensor made at every step (a convolution's output,
+    a recomputed BN output) then reuses last step's pages instead of faulting on fresh ones."""
+    if available():
+        return extension().pool_empty(list(shape))
+    return torch.empty(shape)
+
+
 def cache_stats() -> dict[str, int]:
     """The output-buffer cache: bytes and buffers held free, its cap in bytes, and how many outputs reused one."""
     cached, buffers, cap, reused = extension().pool_stats()

@@ -156,7 +156,7 @@ class Winograd3x3(torch.autograd.Function):
         N, C, H, W = x.shape
         K = weight.shape[0]
         blocks = _output_blocks(C, K)
-        out = x.new_empty(N, K, H, W)
+        out = cpu.cached_empty((N, K, H, W))  # made at every step: last step's pages, not fresh ones
         work = _Workspace(x, C, blocks[0][1])
         for k0, k1 in blocks:  # inputs transformed once per block of outputs (one block unless very wide)
             u = filter_transform(weight.detach()[k0:k1])
@@ -180,7 +180,7 @@ class Winograd3x3(torch.autograd.Function):
         K = weight.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad
         blocks = _output_blocks(C, K)
-        grad_x = torch.empty_like(x) if need_x else None
+        grad_x = cpu.cached_empty(x.shape) if need_x else None
         grad_w = torch.empty_like(weight) if need_w else None
         work = _Workspace(x, C, blocks[0][1])
         for k0, k1 in blocks:

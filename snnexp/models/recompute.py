@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnexp.kernels import cpu as cpu_kernels
+
 RECIPE_ATTR = "_snnexp_recipe"
 _recording = 0  # > 0 inside recording(): tags are attached only where something will read them
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # exact types: a subclass may compute otherwise
@@ -93,8 +95,13 @@ def _sum_again(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias) -> torch.Tensor:
     """Training-mode BN of ``y`` with its own batch statistics: the forward's output, bit for bit (the same kernel
-    on the same input; the running statistics, not passed, do not enter the output)."""
-    return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
+    on the same input; the running statistics, not passed, do not enter the output). A contiguous float32 CPU
+    ``y`` is normalised into a buffer of the CPU path's cache (made at every step: no fresh pages to fault)."""
+    if y.device.type != "cpu" or y.dtype != torch.float32 or not y.is_contiguous() or not cpu_kernels.available():
+        return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
+    out, mean, invstd = cpu_kernels.cached_empty(y.shape), y.new_empty(0), y.new_empty(0)
+    return torch.ops.aten.native_batch_norm.out(y, weight, bias, None, None, True, 0.0, eps, out=out,
+                                                save_mean=mean, save_invstd=invstd)[0]
 
 
 def tag_batch_norm(module: nn.Module, args, output) -> None:

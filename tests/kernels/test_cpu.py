@@ -133,6 +133,24 @@ def test_cpu_outputs_reuse_freed_buffers_without_clobbering_live_ones():
     assert cpu.cache_stats()["cached_bytes"] == 0
 
 
+@needs_host_build
+def test_cached_empty_tensors_come_from_and_return_to_the_cache():
+    """Winograd's outputs and recomputed BN outputs: a large tensor made anew at every step reuses a freed one."""
+    cpu.empty_cache()
+    first = cpu.cached_empty((4, 512, 256))  # 2 MiB
+    assert first.shape == (4, 512, 256) and first.dtype == torch.float32 and first.is_contiguous()
+    ptr, reused = first.data_ptr(), cpu.cache_stats()["reused"]
+    del first
+    assert cpu.cache_stats()["cached_bytes"] == 4 * 512 * 256 * 4
+    second = cpu.cached_empty((512, 4, 256))  # the same size, another shape
+    assert second.data_ptr() == ptr and cpu.cache_stats()["reused"] == reused + 1
+    small = cpu.cached_empty((3, 5))  # under 1 MiB: torch's allocator
+    assert small.shape == (3, 5)
+    del second, small
+    cpu.empty_cache()
+    assert cpu.cache_stats()["cached_bytes"] == 0
+
+
 def test_cpu_path_falls_back_with_one_warning_without_a_compiler(monkeypatch):
     monkeypatch.setattr(cpu, "extension", lambda: (_ for _ in ()).throw(RuntimeError("no C++ compiler")))
     cpu.available.cache_clear()

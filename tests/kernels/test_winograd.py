@@ -46,6 +46,7 @@ def _against_float64(N, C, K, H, W, *, bias=True, spikes=True, seed=0):
     (3, 17, 16, 9, 11),     # partial tiles on both sides, channels not a multiple of the 16-channel block
     (2, 16, 32, 1, 6),      # a single row
     (1, 48, 20, 5, 4),      # W of one tile
+    (4, 64, 64, 6, 6),      # 6x6 (VGGSNN's conv7): 36 of the 64 pixels of its 2x2 tiles
 ])
 def test_forward_and_gradients_equal_float64_conv2d(shape):
     for ours, reference in _against_float64(*shape):
