@@ -13,15 +13,14 @@ CPU: each entry runs in a fresh subprocess. With the model, optimiser, batch and
 extension loaded, the process's resident set is read, its peak is reset (``/proc/self/clear_refs``, Linux >= 4.0;
 else the lifetime peak ``ru_maxrss`` is used and the reading is a lower bound when an earlier peak was higher),
 one step runs (``--steps``: that many, the peak over all of them), and the growth of the peak over the resident set
-before the step is reported. It covers
-everything the step holds at its peak: activations saved for backward, gradients, temporaries, and buffers an
-allocator keeps (snnexp's output-buffer cache included). "kept after" is the growth that stays resident after the
-step (gradients are set to None first): caches and allocator slack. glibc's heap makes the reading vary by
-about 10% from process to process (SpikingJelly's up to 40%), so each entry runs ``--repeats`` times: the table
-gives the median and range. The entry ``snnexp (reuse heap)`` (``reuse_heap=true``) keeps freed blocks in glibc's
-heap, which fragments: its peak grows over the first steps, so read it with ``--steps 3``. ``--allocator mmap``
-sets ``MALLOC_MMAP_THRESHOLD_=65536`` for every entry: every
-large block is then its own mapping, returned when freed, and the peak RSS is close to the peak of live memory.
+before the step is reported. It covers everything the step holds at its peak: activations saved for backward,
+gradients, temporaries, and buffers an allocator keeps (snnexp's output-buffer cache included). "kept after" is
+the growth that stays resident after the step (gradients are set to None first): caches and allocator slack.
+glibc's heap makes the reading vary by about 10% from process to process (SpikingJelly's up to 40%), so each
+entry runs ``--repeats`` times: the table gives the median and range. The entry ``snnexp (reuse heap)``
+(``reuse_heap=true``) keeps freed blocks in glibc's heap, which fragments: its peak grows over the first steps, so
+read it with ``--steps 3``. ``--allocator mmap`` sets ``MALLOC_MMAP_THRESHOLD_=65536`` for every entry: every large
+block is then its own mapping, returned when freed, and the peak RSS is close to the peak of live memory.
 
 CUDA (when ``torch.cuda.is_available()``): each entry, in a fresh subprocess, runs one warm-up step on the GPU, then
 ``torch.cuda.reset_peak_memory_stats()`` and one step; reported is ``max_memory_allocated()`` minus

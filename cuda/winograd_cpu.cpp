@@ -80,7 +80,7 @@ void gather_block(const float* in, int64_t nw, int64_t cb, Lanes* block, int64_t
             std::memcpy(block + tw * 36 + ij, in + (ij * P + p0 + tw) * C + c0, cb * sizeof(float));
 }
 
-// Channel cc of the pixels `lanes[0, n)`.
+// Channel cc of pixel i of `lanes`.
 inline float& lane(Lanes* lanes, int64_t i, int64_t cc) { return reinterpret_cast<float*>(lanes + i)[cc]; }
 
 
@@ -158,7 +158,8 @@ void output_transform(const at::Tensor& M, at::Tensor& out, int64_t k_first) {
                 for (int64_t kk = 0; kk < kb; ++kk) {
                     float* image = os + (n * K_out + k_first + k0 + kk) * H * W;
                     for (int64_t b = 0; b < 4 && 4 * th + b < H; ++b)
-                        for (int64_t xx = 0; xx < W; ++xx) image[(4 * th + b) * W + xx] = lane(y.data(), b * WT + xx, kk);
+                        for (int64_t xx = 0; xx < W; ++xx)
+                            image[(4 * th + b) * W + xx] = lane(y.data(), b * WT + xx, kk);
                 }
             }
         }

@@ -177,9 +177,10 @@ def empty_cache() -> None:
 
 def cached_empty(shape) -> torch.Tensor:
     """An uninitialised, contiguous float32 CPU tensor of ``shape`` that, from 1 MiB on, comes from (and returns to)
-    the output-buffer cache when the extension is loaded: a large tensor made at every step (a convolution's output,
-    a recomputed BN output) then reuses last step's pages instead of faulting on fresh ones."""
-    if available():
+    the output-buffer cache once the extension is loaded (a buffer is no reason to build it): a large tensor made at
+    every step (a convolution's output, a recomputed BN output) then reuses last step's pages instead of faulting on
+    fresh ones."""
+    if extension.cache_info().currsize:
         return extension().pool_empty(list(shape))
     return torch.empty(shape)
 

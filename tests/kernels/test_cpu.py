@@ -136,6 +136,7 @@ def test_cpu_outputs_reuse_freed_buffers_without_clobbering_live_ones():
 @needs_host_build
 def test_cached_empty_tensors_come_from_and_return_to_the_cache():
     """Winograd's outputs and recomputed BN outputs: a large tensor made anew at every step reuses a freed one."""
+    assert cpu.available()  # loaded: the cache hands out buffers only then
     cpu.empty_cache()
     first = cpu.cached_empty((4, 512, 256))  # 2 MiB
     assert first.shape == (4, 512, 256) and first.dtype == torch.float32 and first.is_contiguous()
