@@ -1,7 +1,7 @@
 """Peak memory of one training step: snnexp vs the same network from SpikingJelly 2.0.
 
     python benchmarks/memory.py [--T 8] [--batch 16] [--models resnet19] [--threads 2] [--repeats 3]
-                                [--steps 1] [--allocator glibc|mmap]
+                                [--steps 1] [--allocator glibc|mmap] [--entries ENTRY ...]
 
 The step and both sides are those of ``benchmarks/step_cpu.py`` (models built by ``benchmarks/sj_twins.py``:
 snnexp's ``python -m snnexp model=<model> neuron=tet_lif`` through ``snnexp.build``, with the encoding inside
@@ -130,7 +130,7 @@ def run(args, device: str) -> list[dict]:
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     rows = []
     for model in args.models:
-        for entry in ENTRIES:
+        for entry in args.entries:
             cmd = [sys.executable, __file__, "--worker", device, model, entry, "--T", str(args.T), "--batch",
                    str(args.batch), "--threads", str(args.threads), "--steps", str(args.steps)]
             runs = []
@@ -199,6 +199,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=1, help="CPU: steps per process, the peak over all of them")
     parser.add_argument("--allocator", choices=("glibc", "mmap"), default="glibc",
                         help="mmap: MALLOC_MMAP_THRESHOLD_=65536 for every entry (RSS close to live memory)")
+    parser.add_argument("--entries", nargs="+", default=list(ENTRIES), choices=list(ENTRIES), metavar="ENTRY",
+                        help="which entries to run (default: all)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA table even where a GPU is present")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

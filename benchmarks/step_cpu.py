@@ -1,7 +1,7 @@
 """CPU time of one training step (forward, loss, backward, SGD step): snnexp vs the same network from SpikingJelly 2.0.
 
     python benchmarks/step_cpu.py [--threads 2] [--steps 10] [--warmup 2] [--models resnet19 vggsnn]
-                                  [--allocator glibc|tuned]
+                                  [--allocator glibc|tuned] [--entries ENTRY ...]
 
 Models (``benchmarks/sj_twins.py`` builds both sides):
 
@@ -22,9 +22,12 @@ Entries:
   SpikingJelly.
 * ``snnexp (plain saving)``: the same with ``pack_spikes=false recompute_bn=false``: the saved spikes kept as
   float32 and the neurons' saved inputs kept rather than recomputed (what each op saves, as in SpikingJelly).
-* ``snnexp (reuse heap)``: the same with ``reuse_heap=true``: glibc keeps freed blocks up to 1 GiB in the heap
-  for reuse (``snnexp.kernels.heap``) instead of a fresh, page-faulting mapping per large tensor; the step's peak
-  memory is higher (the heap fragments), which is why it is not the default.
+* ``snnexp (torch's allocator)``: the same with ``cache_cpu_tensors=false``: torch's own large tensors (BN
+  outputs, oneDNN's convolution outputs and input gradients) come from glibc, a fresh, page-faulting mapping each,
+  instead of snnexp's buffer cache (``snnexp.kernels.cpu.cache_torch_tensors``).
+* ``snnexp (reuse heap)``: ``reuse_heap=true cache_cpu_tensors=false``: glibc keeps freed blocks up to 1 GiB in
+  the heap for reuse (``snnexp.kernels.heap``) instead of a fresh mapping per large tensor; the step's peak memory
+  is higher (the heap fragments), which is why it is not the default.
 * ``SpikingJelly 2.0``: the same layout from ``spikingjelly.activation_based`` layers in multi-step mode,
   ``neuron.LIFNode`` with the snnexp neuron's tau / threshold / reset / surrogate / detach_reset / decay_input
   (PiecewiseQuadratic(1/g) is snnexp's Triangle(g)), the same loss, ``functional.reset_net`` after each step.
@@ -57,9 +60,11 @@ if BENCH_DIR not in sys.path:
 
 TORCH_CONV = "snnexp (torch convolutions)"  # winograd=false: every convolution by torch (oneDNN), as SpikingJelly's
 PLAIN = "snnexp (plain saving)"  # pack_spikes=false recompute_bn=false: autograd keeps what each op saves
+NO_CACHE = "snnexp (torch's allocator)"  # cache_cpu_tensors=false: torch's large tensors from glibc, page-faulting
 REUSE_HEAP = "snnexp (reuse heap)"  # reuse_heap=true: glibc keeps freed large blocks for reuse (more memory)
-ENTRIES = ("snnexp", TORCH_CONV, PLAIN, REUSE_HEAP, "SpikingJelly 2.0")
-OVERRIDES = {TORCH_CONV: ["winograd=false"], REUSE_HEAP: ["reuse_heap=true"]}  # entry -> its snnexp overrides
+ENTRIES = ("snnexp", TORCH_CONV, PLAIN, NO_CACHE, REUSE_HEAP, "SpikingJelly 2.0")
+OVERRIDES = {TORCH_CONV: ["winograd=false"], NO_CACHE: ["cache_cpu_tensors=false"],
+             REUSE_HEAP: ["reuse_heap=true", "cache_cpu_tensors=false"]}  # entry -> its snnexp overrides
 # model -> (T, batch)
 SIZES = {"resnet19": (4, 16), "vggsnn": (10, 16)}
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
@@ -191,7 +196,8 @@ def machine_line(threads: int) -> str:
             f"SpikingJelly {sj}; {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
 
 
-def run_entries(script: str, models, threads: int, allocator: str, steps: int, warmup: int) -> list[dict]:
+def run_entries(script: str, models, threads: int, allocator: str, steps: int, warmup: int,
+                entries=ENTRIES) -> list[dict]:
     """Time every (model, entry) of ``script --worker``, each in its own process, interleaved: the processes of a
     model take turns step by step (in a rotating order), so that a slow spell of a shared machine hits every entry
     alike. One row per entry: the median and min of its ``steps`` steps."""
@@ -201,7 +207,7 @@ def run_entries(script: str, models, threads: int, allocator: str, steps: int, w
     rows = []
     for model in models:
         workers, model_rows = [], []
-        for entry in ENTRIES:  # one at a time: builds and warm-ups do not overlap
+        for entry in entries:  # one at a time: builds and warm-ups do not overlap
             cmd = [sys.executable, script, "--worker", model, entry, "--threads", str(threads), "--warmup",
                    str(warmup)]
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -234,12 +240,14 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--allocator", choices=("glibc", "tuned"), default="glibc")
+    parser.add_argument("--entries", nargs="+", default=list(ENTRIES), choices=list(ENTRIES), metavar="ENTRY",
+                        help="which entries to run (default: all)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(*args.worker, args.threads, args.warmup)
         return 0
-    rows = run_entries(__file__, args.models, args.threads, args.allocator, args.steps, args.warmup)
+    rows = run_entries(__file__, args.models, args.threads, args.allocator, args.steps, args.warmup, args.entries)
     regime = "glibc malloc defaults" if args.allocator == "glibc" else "MALLOC_*_THRESHOLD_=1 GiB for every entry"
     print(f"\nOne training step on the CPU (forward, loss, backward, SGD step): median and min of {args.steps} steps "
           f"after {args.warmup} warm-up steps, the entries' processes taking turns step by step; {regime}.")

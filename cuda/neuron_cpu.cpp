@@ -8,101 +8,185 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/EmptyTensor.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
 #include <torch/csrc/utils/pybind.h>
 #include <pybind11/stl.h>
 #include <algorithm>
 #include <cstdlib>
+#include <list>
 #include <mutex>
 #include <unordered_map>
 #include "neuron_cpu_decls.cuh"  // generated: the loops' entry points, SNN_MAX_LEVELS
 
 // ---------------------------------------------------------------------------------------- output buffers
-// Outputs (spikes, gradients) of a few MiB and more come from a cache of freed buffers of the same size, as
-// PyTorch's CUDA caching allocator does on the GPU. Without it glibc serves each one with a fresh mmap and
-// every 4 KiB page faults on first touch: for a 32 MiB output that costs more than the neuron's arithmetic.
-// At most one free buffer per size and `cap` bytes in all are kept; empty_cache() releases them.
-class BufferPool {
+// Outputs (spikes, gradients) of 1 MiB and more come from a cache of freed buffers of the same size, as PyTorch's
+// CUDA caching allocator does on the GPU. Without it glibc serves each one with a fresh mmap and every 4 KiB page
+// faults on first touch: for a 32 MiB output that costs more than the neuron's arithmetic.
+// The pool is also a c10::Allocator: install(true) routes every torch CPU tensor through it (blocks under kMinBytes
+// go straight to c10's alloc_cpu / free_cpu), so torch's own large tensors (BN outputs, oneDNN's convolution outputs
+// and input gradients) reuse last step's pages too.
+// The cache never makes the process larger than it has already been: live + cached bytes stay within the most
+// bytes ever live at once (a training step's peak), so a new block first evicts the oldest cached ones. It also
+// holds at most `cap` bytes (and, while not torch's allocator, one block per size); release_all() frees them.
+class BufferPool final : public c10::Allocator {
   public:
     static BufferPool& instance() {
         static BufferPool* pool = new BufferPool();  // never destroyed: tensors may outlive static destructors
         return *pool;
     }
 
+    at::DataPtr allocate(size_t bytes) override {
+        void* data = bytes >= kMinBytes ? take_or_alloc(bytes) : c10::alloc_cpu(bytes);
+        return {data, data, &release, at::Device(at::kCPU)};
+    }
+
+    c10::DeleterFnPtr raw_deleter() const override { return &release; }
+
+    void copy_data(void* dest, const void* src, std::size_t count) const override {
+        default_copy_data(dest, src, count);
+    }
+
     at::Tensor empty(at::IntArrayRef sizes) {
-        int64_t numel = 1;
-        for (int64_t d : sizes) numel *= d;
-        const size_t bytes = static_cast<size_t>(numel) * sizeof(float);
-        if (bytes < kMinBytes) return at::empty(sizes, at::kFloat);
-        void* data = take(bytes);
-        if (data == nullptr) {
-            data = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
-            TORCH_CHECK(data != nullptr, "snnexp: out of memory allocating ", bytes, " bytes");
+        return at::detail::empty_generic(sizes, this, c10::DispatchKeySet(c10::DispatchKey::CPU), at::kFloat,
+                                         std::nullopt);
+    }
+
+    void install(bool on) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (on && !installed_) {
+            previous_ = c10::GetCPUAllocator();
+            c10::SetCPUAllocator(this, kPriority);
+        } else if (!on && installed_) {
+            c10::SetCPUAllocator(previous_, kPriority);
         }
-        return at::from_blob(data, sizes, [bytes](void* p) { BufferPool::instance().give(p, bytes); },
-                             at::TensorOptions().dtype(at::kFloat));
+        installed_ = on;
     }
 
     void set_cap(int64_t cap) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        cap_ = static_cast<size_t>(std::max<int64_t>(cap, 0));
-        trim();
+        std::vector<void*> evicted;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            cap_ = static_cast<size_t>(std::max<int64_t>(cap, 0));
+            evict_until(cap_, evicted);
+        }
+        for (void* data : evicted) c10::free_cpu(data);
     }
 
-    void release() {
-        std::lock_guard<std::mutex> lock(mutex_);
-        const size_t cap = cap_;
-        cap_ = 0;
-        trim();
-        cap_ = cap;
+    void release_all() {
+        std::vector<void*> evicted;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            evict_until(0, evicted);
+        }
+        for (void* data : evicted) c10::free_cpu(data);
     }
 
     std::vector<int64_t> stats() {
         std::lock_guard<std::mutex> lock(mutex_);
-        return {static_cast<int64_t>(cached_), static_cast<int64_t>(free_.size()), static_cast<int64_t>(cap_),
-                static_cast<int64_t>(reused_)};
+        return {static_cast<int64_t>(cached_), static_cast<int64_t>(order_.size()), static_cast<int64_t>(cap_),
+                static_cast<int64_t>(reused_), static_cast<int64_t>(installed_), static_cast<int64_t>(live_bytes_),
+                static_cast<int64_t>(peak_live_)};
     }
 
   private:
-    static constexpr size_t kAlign = 64;
+    struct Free {
+        void* data;
+        size_t bytes;
+    };
     static constexpr size_t kMinBytes = size_t(1) << 20;
-    static constexpr size_t kPerSize = 1;
+    static constexpr uint8_t kPriority = 0;  // c10's default CPU allocator is registered at 0: equal replaces it
 
-    void* take(size_t bytes) {
+    static void release(void* data) { instance().give(data); }
+
+    void* take_or_alloc(size_t bytes) {
+        std::vector<void*> evicted;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto hit = by_size_.find(bytes);
+            if (hit != by_size_.end()) {
+                void* data = hit->second->data;
+                order_.erase(hit->second);
+                by_size_.erase(hit);
+                cached_ -= bytes;
+                ++reused_;
+                mark_live(data, bytes);
+                return data;
+            }
+            // a new block: first make room within the largest footprint seen, oldest cached blocks first
+            const size_t budget = std::max(peak_live_, live_bytes_ + bytes);
+            evict_until(budget - live_bytes_ - bytes, evicted);
+        }
+        for (void* data : evicted) c10::free_cpu(data);
+        void* data = c10::alloc_cpu(bytes);  // 64-byte aligned; raises c10's out-of-memory error
         std::lock_guard<std::mutex> lock(mutex_);
-        auto it = free_.find(bytes);
-        if (it == free_.end()) return nullptr;
-        void* data = it->second;
-        free_.erase(it);
-        cached_ -= bytes;
-        ++reused_;
+        mark_live(data, bytes);
         return data;
     }
 
-    void give(void* data, size_t bytes) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        // one free buffer per size: the next output of that size reuses it; a second one mostly sits idle, at
-        // the end of a forward that packed its spikes (BPTT's peak) among others
-        if (cached_ + bytes > cap_ || free_.count(bytes) >= kPerSize) {
-            std::free(data);
+    void give(void* data) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        auto live = live_.find(data);
+        if (live == live_.end()) {  // a small block (or nullptr): c10's own
+            lock.unlock();
+            c10::free_cpu(data);
             return;
         }
-        free_.emplace(bytes, data);
+        const size_t bytes = live->second;
+        live_.erase(live);
+        live_bytes_ -= bytes;
+        if (bytes > cap_) {
+            lock.unlock();
+            c10::free_cpu(data);
+            return;
+        }
+        // not torch's allocator, the pool sees only its own blocks, whose peak need not be the process's: then it
+        // keeps one free block per size (the next output of that size), as before it allocated torch's tensors
+        if (!installed_ && by_size_.count(bytes) != 0) {
+            lock.unlock();
+            c10::free_cpu(data);
+            return;
+        }
+        std::vector<void*> evicted;
+        evict_until(cap_ - bytes, evicted);
+        order_.push_back({data, bytes});
+        by_size_.emplace(bytes, std::prev(order_.end()));
         cached_ += bytes;
+        lock.unlock();
+        for (void* block : evicted) c10::free_cpu(block);
     }
 
-    void trim() {  // holds mutex_
-        for (auto it = free_.begin(); it != free_.end() && cached_ > cap_;) {
-            cached_ -= it->first;
-            std::free(it->second);
-            it = free_.erase(it);
+    void mark_live(void* data, size_t bytes) {  // holds mutex_
+        live_.emplace(data, bytes);
+        live_bytes_ += bytes;
+        peak_live_ = std::max(peak_live_, live_bytes_);
+    }
+
+    void evict_until(size_t limit, std::vector<void*>& evicted) {  // holds mutex_; the caller frees `evicted`
+        while (cached_ > limit && !order_.empty()) {
+            const Free oldest = order_.front();
+            auto range = by_size_.equal_range(oldest.bytes);
+            for (auto it = range.first; it != range.second; ++it) {
+                if (it->second == order_.begin()) {
+                    by_size_.erase(it);
+                    break;
+                }
+            }
+            order_.pop_front();
+            cached_ -= oldest.bytes;
+            evicted.push_back(oldest.data);
         }
     }
 
     std::mutex mutex_;
-    std::unordered_multimap<size_t, void*> free_;
-    size_t cached_ = 0;
-    size_t cap_ = size_t(1) << 30;
-    size_t reused_ = 0;
+    std::list<Free> order_;  // cached free blocks, oldest first
+    std::unordered_multimap<size_t, std::list<Free>::iterator> by_size_;
+    std::unordered_map<void*, size_t> live_;  // blocks handed out, by address
+    size_t live_bytes_ = 0, peak_live_ = 0, cached_ = 0, reused_ = 0;
+    size_t cap_ = size_t(4) << 30;
+    bool installed_ = false;
+    c10::Allocator* previous_ = nullptr;
 };
 
 static void check_input(const at::Tensor& t, const char* name) {
@@ -164,12 +248,14 @@ at::Tensor unpack_bits(const at::Tensor& packed, int64_t n) {
 
 std::vector<int64_t> pool_stats() { return BufferPool::instance().stats(); }
 void pool_set_cap(int64_t bytes) { BufferPool::instance().set_cap(bytes); }
-void pool_release() { BufferPool::instance().release(); }
+void pool_release() { BufferPool::instance().release_all(); }
+void pool_install(bool on) { BufferPool::instance().install(on); }
 at::Tensor pool_empty(std::vector<int64_t> sizes) { return BufferPool::instance().empty(sizes); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     bind_neurons(m);
-    m.def("pool_stats", &pool_stats, "[cached bytes, cached buffers, cap bytes, reuses]");
+    m.def("pool_stats", &pool_stats, "[cached bytes, cached buffers, cap bytes, reuses, installed, live bytes, peak live bytes]");
+    m.def("pool_install", &pool_install, "route torch's CPU allocations through the buffer cache (or stop)");
     m.def("pool_set_cap", &pool_set_cap, "cap (bytes) on the cached free output buffers");
     m.def("pool_release", &pool_release, "free every cached output buffer");
     m.def("pool_empty", &pool_empty, "an uninitialised float32 tensor of sizes (1 MiB and more: from the cache)");

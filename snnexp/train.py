@@ -78,9 +78,17 @@ def build(cfg: DictConfig):
                        input_shape=datamodule.input_shape, energy=(cfg.energy.e_mac, cfg.energy.e_ac),
                        pack_spikes=cfg.get("pack_spikes", True), recompute_bn=cfg.get("recompute_bn", True),
                        winograd=cfg.get("winograd", True))
+    if cfg.get("cache_cpu_tensors", True) and trains_on_cpu(cfg.trainer):
+        heap.cache_torch_tensors()
     if cfg.get("reuse_heap", False):  # the process is about to train: keep its large freed blocks for the next step
         heap.reuse_freed_blocks()
     return datamodule, module
+
+
+def trains_on_cpu(trainer: DictConfig) -> bool:
+    """Whether Lightning will put this run on the CPU (``accelerator`` cpu, or auto without a CUDA GPU)."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
 
 
 def _choice(cfg: DictConfig, group: str) -> str:

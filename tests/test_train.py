@@ -177,3 +177,23 @@ def test_build_keeps_freed_blocks_for_reuse_only_when_asked(monkeypatch):
         calls.clear()
         build(compose_config(["data.batch_size=4", *overrides]))
         assert len(calls) == expected
+
+
+def test_build_makes_the_buffer_cache_torchs_allocator_for_cpu_runs_unless_told_not(monkeypatch):
+    calls = []
+    monkeypatch.setattr(heap, "cache_torch_tensors", lambda: calls.append(1) or True)
+    for overrides, cuda, expected in (([], False, 1), (["cache_cpu_tensors=false"], False, 0),
+                                      (["trainer=cpu"], True, 1), ([], True, 0)):  # auto with a GPU: the GPU's run
+        calls.clear()
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        build(compose_config(["data.batch_size=4", *overrides]))
+        assert len(calls) == expected, (overrides, cuda)
+
+
+def test_the_buffer_cache_falls_back_to_torchs_allocator_with_one_warning(monkeypatch):
+    from snnexp.kernels import cpu
+
+    monkeypatch.delenv("SNNEXP_NO_CPU_KERNELS", raising=False)
+    monkeypatch.setattr(cpu, "extension", lambda: (_ for _ in ()).throw(RuntimeError("no C++ compiler")))
+    with pytest.warns(RuntimeWarning, match=r"buffer cache could not be built .*no C\+\+ compiler.*torch's own"):
+        assert heap.cache_torch_tensors() is False

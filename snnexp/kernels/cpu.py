@@ -5,8 +5,9 @@ One pass over ``[T, N]`` per direction, parallel over neurons (``at::parallel_fo
 applies), float32 only. It saves the input ``X`` (the caller's tensor, no copy) and no ``H``: the backward
 recomputes ``H`` for each chunk of neurons into a small cache-resident buffer, so the forward allocates and
 writes only the spikes. Outputs of 1 MiB and more come from a cache of freed buffers (at most
-``SNNEXP_CPU_CACHE_MB``, default 1024 MiB; :func:`empty_cache` frees it), because a fresh large allocation
-page-faults on every 4 KiB page and that costs more than the neuron itself. It computes the torch reference's
+``SNNEXP_CPU_CACHE_MB``, default 4096 MiB; :func:`empty_cache` frees it), because a fresh large allocation
+page-faults on every 4 KiB page and that costs more than the neuron itself; :func:`cache_torch_tensors` makes the
+cache torch's CPU allocator, for every large tensor. It computes the torch reference's
 function: spikes bit-identical, gradients equal up to float rounding (tests).
 
 The generated sources are written to ``snnexp_generated_<hash>`` in torch's extension directory (once: a file is
@@ -164,7 +165,7 @@ def extension():
             headers=[*(cuda_dir / h for h in CPU_HEADERS), *headers], include_paths=[cuda_dir, generated],
             cflags=CFLAGS, ldflags=LDFLAGS, what="the fused CPU neuron kernels",
             usually="about half a minute on 2 idle cores")
-    module.pool_set_cap(int(float(os.environ.get("SNNEXP_CPU_CACHE_MB", "1024")) * 2**20))
+    module.pool_set_cap(int(float(os.environ.get("SNNEXP_CPU_CACHE_MB", "4096")) * 2**20))
     return module
 
 
@@ -186,9 +187,20 @@ def cached_empty(shape) -> torch.Tensor:
 
 
 def cache_stats() -> dict[str, int]:
-    """The output-buffer cache: bytes and buffers held free, its cap in bytes, and how many outputs reused one."""
-    cached, buffers, cap, reused = extension().pool_stats()
-    return {"cached_bytes": cached, "cached_buffers": buffers, "cap_bytes": cap, "reused": reused}
+    """The output-buffer cache: bytes and buffers held free, its cap in bytes, how many outputs reused one, and
+    whether torch's CPU tensors come from it (:func:`cache_torch_tensors`)."""
+    cached, buffers, cap, reused, installed, live, peak = extension().pool_stats()
+    return {"cached_bytes": cached, "cached_buffers": buffers, "cap_bytes": cap, "reused": reused,
+            "torch_tensors": installed, "live_bytes": live, "peak_live_bytes": peak}
+
+
+def cache_torch_tensors(on: bool = True) -> None:
+    """Make the output-buffer cache torch's CPU allocator (``on``), or give torch its own back: every CPU tensor of
+    1 MiB and more then reuses a freed buffer of its size, so torch's BN outputs and oneDNN's convolution outputs
+    and input gradients, like the neurons' outputs, reuse last step's pages instead of faulting on fresh ones (what
+    PyTorch's caching allocator does on the GPU). Smaller tensors go to c10's allocator as before. Builds the
+    extension; tensors made before the switch free as they were made."""
+    extension().pool_install(bool(on))
 
 
 def loads(extension_fn, what: str, instead: str) -> bool:

@@ -33,3 +33,15 @@ def reuse_freed_blocks(limit: int = LIMIT) -> bool:
         return False
     libc = ctypes.CDLL(None)  # the C library this process already runs on
     return bool(libc.mallopt(M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(M_TRIM_THRESHOLD, limit))
+
+
+def cache_torch_tensors() -> bool:
+    """Make snnexp's buffer cache torch's CPU allocator (:func:`snnexp.kernels.cpu.cache_torch_tensors`): the same
+    reuse for tensors of 1 MiB and more, by exact size, without growing glibc's heap. True if it took; False, with
+    one warning, where the CPU extension cannot be built."""
+    from snnexp.kernels import cpu
+
+    if not cpu.loads(cpu.extension, "the CPU buffer cache", "torch's own allocator"):
+        return False
+    cpu.cache_torch_tensors()
+    return True

@@ -1,9 +1,12 @@
 """The fused CPU neuron path (snnexp/kernels/cpu.py, backend="auto" on CPU) equals the torch reference: LIF / IF /
-PLIF, ternary and multi-level neurons, T = 1 and non-contiguous inputs, the output-buffer cache, and the fallback
-with one warning without a C++ compiler."""
+PLIF, ternary and multi-level neurons, T = 1 and non-contiguous inputs, the output-buffer cache (also as torch's CPU
+allocator), and the fallback with one warning without a C++ compiler."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -111,8 +114,18 @@ def test_cpu_fused_ternary_and_multilevel_handle_t1_and_non_contiguous_inputs():
         assert torch.equal(make(backend="torch")(x), make(backend="auto")(x))
 
 
+@pytest.fixture
+def torch_allocator():
+    """torch's own CPU allocator for the test (an earlier test's ``build`` may have made the cache torch's), then
+    whichever was there before."""
+    was = cpu.cache_stats()["torch_tensors"]
+    cpu.cache_torch_tensors(False)
+    yield
+    cpu.cache_torch_tensors(bool(was))
+
+
 @needs_host_build
-def test_cpu_outputs_reuse_freed_buffers_without_clobbering_live_ones():
+def test_cpu_outputs_reuse_freed_buffers_without_clobbering_live_ones(torch_allocator):
     cpu.empty_cache()
     lif = LIF(tau=2.0)
     x = torch.randn(4, 512, 256)  # 2 MiB outputs: pooled
@@ -134,7 +147,7 @@ def test_cpu_outputs_reuse_freed_buffers_without_clobbering_live_ones():
 
 
 @needs_host_build
-def test_cached_empty_tensors_come_from_and_return_to_the_cache():
+def test_cached_empty_tensors_come_from_and_return_to_the_cache(torch_allocator):
     """Winograd's outputs and recomputed BN outputs: a large tensor made anew at every step reuses a freed one."""
     assert cpu.available()  # loaded: the cache hands out buffers only then
     cpu.empty_cache()
@@ -150,6 +163,94 @@ def test_cached_empty_tensors_come_from_and_return_to_the_cache():
     del second, small
     cpu.empty_cache()
     assert cpu.cache_stats()["cached_bytes"] == 0
+
+
+@needs_host_build
+def test_torch_tensors_come_from_the_cache_while_it_is_torchs_allocator(torch_allocator):
+    """cache_torch_tensors(): every torch CPU tensor of 1 MiB and more reuses a freed buffer of its size; smaller ones
+    and everything after cache_torch_tensors(False) are c10's as before."""
+    cpu.empty_cache()
+    cpu.cache_torch_tensors()
+    assert cpu.cache_stats()["torch_tensors"] == 1
+    first = torch.ones(512, 1024)  # 2 MiB, made by torch itself
+    ptr, reused = first.data_ptr(), cpu.cache_stats()["reused"]
+    del first
+    assert cpu.cache_stats()["cached_bytes"] == 2**21
+    second = torch.full((1024, 512), 3.0)  # the same size
+    assert second.data_ptr() == ptr and cpu.cache_stats()["reused"] == reused + 1
+    assert second.sum().item() == 3.0 * 2**19 and cpu.cache_stats()["cached_bytes"] == 0
+    small = torch.ones(100, 100)  # 40 KB: c10's allocator, not counted
+    del small
+    grown = torch.empty(0)
+    grown.resize_(3 * 2**18)  # 3 MiB: a storage that grows asks the allocator it was made by
+    grown.fill_(1.0)
+    assert grown.sum().item() == 3 * 2**18
+    cpu.cache_torch_tensors(False)
+    assert cpu.cache_stats()["torch_tensors"] == 0
+    del second, grown  # made by the cache, freed after the switch: back to the cache
+    assert cpu.cache_stats()["cached_bytes"] == 2**21 + 3 * 2**20
+    reused = cpu.cache_stats()["reused"]
+    third = torch.ones(512, 1024)  # torch's allocator again
+    assert cpu.cache_stats()["reused"] == reused
+    del third
+    cpu.empty_cache()
+    assert cpu.cache_stats()["cached_bytes"] == 0
+
+
+@needs_host_build
+def test_convolution_and_batch_norm_steps_are_equal_with_the_cache_as_torchs_allocator(torch_allocator):
+    """oneDNN's convolution, BN and their backward (scratch buffers, outputs, input gradients) through the cache
+    give bit-identical results to torch's allocator, over repeated steps that reuse the buffers."""
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.BatchNorm2d(32)
+    x = torch.randn(32, 16, 40, 40)
+
+    def steps():
+        results = []
+        for scale in (1.0, -0.5, 2.0):
+            xi = (x * scale).requires_grad_()
+            out = bn(conv(xi)).relu()
+            out.square().sum().backward()
+            results.append([out.detach().clone(), xi.grad.clone(), conv.weight.grad.clone(), bn.weight.grad.clone()])
+            conv.zero_grad(set_to_none=True)
+            bn.zero_grad(set_to_none=True)
+        return results
+
+    reference = steps()
+    cpu.cache_torch_tensors()
+    cached = steps()
+    assert cpu.cache_stats()["reused"] > 0
+    for ref, got in zip(reference, cached):
+        assert all(torch.equal(a, b) for a, b in zip(ref, got))
+
+
+BUDGET_CHILD = """
+import json, torch
+from snnexp.kernels import cpu
+cpu.cache_torch_tensors()
+MiB = 2**20
+a, b = torch.empty(MiB), torch.empty(MiB)  # two live 4 MiB blocks: the largest footprint so far, 8 MiB
+del a, b  # both cached: 8 MiB
+stats = [cpu.cache_stats()]
+c = torch.empty(3 * MiB // 2)  # 6 MiB, no cached block of its size: room is made within 8 MiB
+stats.append(cpu.cache_stats())
+del c
+stats.append(cpu.cache_stats())
+print(json.dumps(stats))
+"""
+
+
+@needs_host_build
+def test_the_cache_never_makes_the_process_larger_than_its_peak_of_live_blocks():
+    """Live plus cached bytes stay within the most ever live at once: a block of a new size evicts cached ones first
+    (a fresh process, so that no earlier test's peak counts)."""
+    proc = subprocess.run([sys.executable, "-c", BUDGET_CHILD], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    held, during, after = json.loads(proc.stdout.strip().splitlines()[-1])
+    MiB = 2**20
+    assert held["cached_bytes"] == 8 * MiB and held["peak_live_bytes"] == 8 * MiB and held["live_bytes"] == 0
+    assert during["live_bytes"] == 6 * MiB and during["cached_bytes"] == 0  # 6 + 4 would exceed 8: both evicted
+    assert after["cached_bytes"] == 6 * MiB and after["peak_live_bytes"] == 8 * MiB
 
 
 def test_cpu_path_falls_back_with_one_warning_without_a_compiler(monkeypatch):
