@@ -19,4 +19,14 @@ SNN_HD float heaviside(float x) { return x >= 0.0f ? 1.0f : 0.0f; }
 // sign(x) in {-1, 0, 1}
 SNN_HD float sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
 
+// max(a, b) for finite values: a compare-and-select, which g++ vectorises in the CPU loops (fmaxf, whose NaN rule
+// x86's max instructions do not follow, is a library call per element there); the GPU's fmaxf is one instruction
+SNN_HD float maximum(float a, float b) {
+#if defined(__CUDACC__)
+    return fmaxf(a, b);
+#else
+    return a > b ? a : b;
+#endif
+}
+
 }  // namespace snn

@@ -21,7 +21,7 @@ FUNCTIONS = {
     "exp": "expf({0})",
     "abs": "fabsf({0})",
     "tanh": "tanhf({0})",
-    "maximum": "fmaxf({0}, {1})",
+    "maximum": "snn::maximum({0}, {1})",
     "sigmoid": "(1.0f / (1.0f + expf(-({0}))))",
     "sign": "snn::sign({0})",
     "heaviside": "snn::heaviside({0})",

@@ -66,8 +66,8 @@ def test_surrogate_forward_is_heaviside_with_h0_equal_1(name):
 
 def evaluate_c(snippet, x, alpha, width=0.0):
     """Evaluate a CUDA snippet as Python: float literals lose their ``f``, C math maps to ``math``."""
-    py = re.sub(r"(\d\.\d*)f\b", r"\1", snippet)
-    names = {"expf": math.exp, "fabsf": abs, "tanhf": math.tanh, "fmaxf": max}
+    py = re.sub(r"(\d\.\d*)f\b", r"\1", snippet).replace("snn::maximum", "maximum")
+    names = {"expf": math.exp, "fabsf": abs, "tanhf": math.tanh, "maximum": max}
     return float(eval(py, names, {"x": x, "alpha": alpha, "width": width}))
 
 
