@@ -15,6 +15,12 @@ extern "C" {
 float expf(float) noexcept;
 }
 #endif
+#ifdef SNN_LIBMVEC_TANH  // and tanhf (glibc 2.35 on): Dspike's, 18x faster than a library call per element
+extern "C" {
+#pragma omp declare simd notinbranch
+float tanhf(float) noexcept;
+}
+#endif
 #include "neuron_math.cuh"
 
 #ifndef SNN_HOST_CHUNK

@@ -35,13 +35,15 @@ from snnexp.kernels.variants import Variant, has_kernel, surrogate_kinds, surrog
 
 # IEEE float semantics are kept (no -ffast-math, no FMA contraction: spikes equal the reference bit for bit);
 # -fno-trapping-math only lets GCC if-convert the Heaviside so that the loops over neurons vectorize.
-# -fno-math-errno likewise lets the surrogate's expf vectorize (glibc's libmvec on x86-64 Linux).
+# -fno-math-errno likewise lets the surrogate's expf (and, from glibc 2.35, tanhf) vectorize (glibc's libmvec on
+# x86-64 Linux).
 # -fopenmp: at::parallel_for is a header template that runs its OpenMP region in the caller's translation unit.
 _LIBMVEC = platform.system() == "Linux" and platform.machine() == "x86_64" and platform.libc_ver()[0] == "glibc"
+_GLIBC = tuple(int(part) for part in platform.libc_ver()[1].split(".")[:2] if part.isdigit()) if _LIBMVEC else ()
 # -march=native: the extension is built on the machine that runs it, at first use.
 CFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno", "-fopenmp") + (
     ("-DSNN_LIBMVEC",) if _LIBMVEC else ()
-)
+) + (("-DSNN_LIBMVEC_TANH",) if _GLIBC >= (2, 35) else ())
 LDFLAGS = ("-fopenmp",) + (("-lmvec",) if _LIBMVEC else ())
 
 
