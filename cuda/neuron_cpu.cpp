@@ -18,6 +18,9 @@
 #include <list>
 #include <mutex>
 #include <unordered_map>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 #include "neuron_cpu_decls.cuh"  // generated: the loops' entry points, SNN_MAX_LEVELS
 
 // ---------------------------------------------------------------------------------------- output buffers
@@ -27,9 +30,11 @@
 // The pool is also a c10::Allocator: install(true) routes every torch CPU tensor through it (blocks under kMinBytes
 // go straight to c10's alloc_cpu / free_cpu), so torch's own large tensors (BN outputs, oneDNN's convolution outputs
 // and input gradients) reuse last step's pages too.
-// The cache never makes the process larger than it has already been: live + cached bytes stay within the most
-// bytes ever live at once (a training step's peak), so a new block first evicts the oldest cached ones. It also
-// holds at most `cap` bytes (and, while not torch's allocator, one block per size); release_all() frees them.
+// A block of a size that is not cached is made, on Linux, of the oldest cached blocks' pages, moved (mremap) into
+// one new mapping: they are already faulted in, and the process does not grow by caching (each large block is its
+// own mapping, so sizes never fragment). Elsewhere the oldest cached blocks are freed until live + cached bytes fit
+// within the most ever live at once (a training step's peak). The cache holds at most `cap` bytes (and, while not
+// torch's allocator, one block per size); release_all() frees them.
 class BufferPool final : public c10::Allocator {
   public:
     static BufferPool& instance() {
@@ -65,62 +70,81 @@ class BufferPool final : public c10::Allocator {
     }
 
     void set_cap(int64_t cap) {
-        std::vector<void*> evicted;
+        std::vector<Block> evicted;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             cap_ = static_cast<size_t>(std::max<int64_t>(cap, 0));
             evict_until(cap_, evicted);
         }
-        for (void* data : evicted) c10::free_cpu(data);
+        for (const Block& block : evicted) unmap(block);
     }
 
     void release_all() {
-        std::vector<void*> evicted;
+        std::vector<Block> evicted;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             evict_until(0, evicted);
         }
-        for (void* data : evicted) c10::free_cpu(data);
+        for (const Block& block : evicted) unmap(block);
     }
 
     std::vector<int64_t> stats() {
         std::lock_guard<std::mutex> lock(mutex_);
         return {static_cast<int64_t>(cached_), static_cast<int64_t>(order_.size()), static_cast<int64_t>(cap_),
                 static_cast<int64_t>(reused_), static_cast<int64_t>(installed_), static_cast<int64_t>(live_bytes_),
-                static_cast<int64_t>(peak_live_)};
+                static_cast<int64_t>(peak_live_), static_cast<int64_t>(moved_)};
     }
 
   private:
-    struct Free {
+    struct Block {
         void* data;
-        size_t bytes;
+        size_t bytes;  // whole pages
     };
     static constexpr size_t kMinBytes = size_t(1) << 20;
+    static constexpr size_t kPage = 4096;
     static constexpr uint8_t kPriority = 0;  // c10's default CPU allocator is registered at 0: equal replaces it
 
     static void release(void* data) { instance().give(data); }
 
-    void* take_or_alloc(size_t bytes) {
-        std::vector<void*> evicted;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            auto hit = by_size_.find(bytes);
-            if (hit != by_size_.end()) {
-                void* data = hit->second->data;
-                order_.erase(hit->second);
-                by_size_.erase(hit);
-                cached_ -= bytes;
-                ++reused_;
-                mark_live(data, bytes);
-                return data;
-            }
-            // a new block: first make room within the largest footprint seen, oldest cached blocks first
-            const size_t budget = std::max(peak_live_, live_bytes_ + bytes);
-            evict_until(budget - live_bytes_ - bytes, evicted);
-        }
-        for (void* data : evicted) c10::free_cpu(data);
-        void* data = c10::alloc_cpu(bytes);  // 64-byte aligned; raises c10's out-of-memory error
+    void* take_or_alloc(size_t requested) {
+        const size_t bytes = (requested + kPage - 1) / kPage * kPage;
         std::lock_guard<std::mutex> lock(mutex_);
+        auto hit = by_size_.find(bytes);
+        if (hit != by_size_.end()) {
+            void* data = hit->second->data;
+            order_.erase(hit->second);
+            by_size_.erase(hit);
+            cached_ -= bytes;
+            ++reused_;
+            mark_live(data, bytes);
+            return data;
+        }
+#ifdef __linux__
+        // A new size: its pages come from the oldest cached blocks, moved (mremap) into one new mapping with their
+        // contents, so no page faults in afresh; what they lack is new pages. The process does not grow.
+        char* data = static_cast<char*>(map(bytes));
+        size_t filled = 0;
+        while (filled < bytes && !order_.empty()) {
+            const Block oldest = order_.front();
+            forget(order_.begin());
+            const size_t take = std::min(oldest.bytes, bytes - filled);
+            if (oldest.bytes > take) remember({static_cast<char*>(oldest.data) + take, oldest.bytes - take}, true);
+            if (mremap(oldest.data, take, take, MREMAP_MAYMOVE | MREMAP_FIXED, data + filled) == MAP_FAILED)
+                munmap(oldest.data, take);  // the new mapping's own pages serve instead
+            filled += take;
+            moved_ += take;
+        }
+#else
+        // a new size: first make room within the largest footprint seen, oldest cached blocks first
+        const size_t budget = std::max(peak_live_, live_bytes_ + bytes);
+        std::vector<Block> evicted;
+        while (cached_ > budget - live_bytes_ - bytes && !order_.empty()) {
+            evicted.push_back(order_.front());
+            forget(order_.begin());
+        }
+        for (const Block& block : evicted) unmap(block);
+        void* data = map(bytes);
+#endif
         mark_live(data, bytes);
         return data;
     }
@@ -133,28 +157,21 @@ class BufferPool final : public c10::Allocator {
             c10::free_cpu(data);
             return;
         }
-        const size_t bytes = live->second;
+        const Block block{data, live->second};
         live_.erase(live);
-        live_bytes_ -= bytes;
-        if (bytes > cap_) {
+        live_bytes_ -= block.bytes;
+        // over the cap, or (not torch's allocator: the pool sees only its own blocks, whose peak need not be the
+        // process's) a second free block of its size: back to the system
+        if (block.bytes > cap_ || (!installed_ && by_size_.count(block.bytes) != 0)) {
             lock.unlock();
-            c10::free_cpu(data);
+            unmap(block);
             return;
         }
-        // not torch's allocator, the pool sees only its own blocks, whose peak need not be the process's: then it
-        // keeps one free block per size (the next output of that size), as before it allocated torch's tensors
-        if (!installed_ && by_size_.count(bytes) != 0) {
-            lock.unlock();
-            c10::free_cpu(data);
-            return;
-        }
-        std::vector<void*> evicted;
-        evict_until(cap_ - bytes, evicted);
-        order_.push_back({data, bytes});
-        by_size_.emplace(bytes, std::prev(order_.end()));
-        cached_ += bytes;
+        std::vector<Block> evicted;
+        evict_until(cap_ - block.bytes, evicted);
+        remember(block, false);
         lock.unlock();
-        for (void* block : evicted) c10::free_cpu(block);
+        for (const Block& old : evicted) unmap(old);
     }
 
     void mark_live(void* data, size_t bytes) {  // holds mutex_
@@ -163,27 +180,49 @@ class BufferPool final : public c10::Allocator {
         peak_live_ = std::max(peak_live_, live_bytes_);
     }
 
-    void evict_until(size_t limit, std::vector<void*>& evicted) {  // holds mutex_; the caller frees `evicted`
-        while (cached_ > limit && !order_.empty()) {
-            const Free oldest = order_.front();
-            auto range = by_size_.equal_range(oldest.bytes);
-            for (auto it = range.first; it != range.second; ++it) {
-                if (it->second == order_.begin()) {
-                    by_size_.erase(it);
-                    break;
-                }
+    void remember(const Block& block, bool oldest) {  // holds mutex_: cache a free block, as the newest (or oldest)
+        auto it = oldest ? order_.insert(order_.begin(), block) : order_.insert(order_.end(), block);
+        by_size_.emplace(block.bytes, it);
+        cached_ += block.bytes;
+    }
+
+    void forget(std::list<Block>::iterator block) {  // holds mutex_: take a block out of the cache
+        auto range = by_size_.equal_range(block->bytes);
+        for (auto it = range.first; it != range.second; ++it) {
+            if (it->second == block) {
+                by_size_.erase(it);
+                break;
             }
-            order_.pop_front();
-            cached_ -= oldest.bytes;
-            evicted.push_back(oldest.data);
+        }
+        cached_ -= block->bytes;
+        order_.erase(block);
+    }
+
+    void evict_until(size_t limit, std::vector<Block>& evicted) {  // holds mutex_; the caller unmaps `evicted`
+        while (cached_ > limit && !order_.empty()) {
+            evicted.push_back(order_.front());
+            forget(order_.begin());
         }
     }
 
+#ifdef __linux__
+    static void* map(size_t bytes) {  // a mapping of its own: its pages can move to another block (mremap)
+        void* data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        TORCH_CHECK_WITH(OutOfMemoryError, data != MAP_FAILED, "snnexp: out of memory allocating ", bytes,
+                         " bytes (CPU buffer cache)");
+        return data;
+    }
+    static void unmap(const Block& block) { munmap(block.data, block.bytes); }
+#else
+    static void* map(size_t bytes) { return c10::alloc_cpu(bytes); }  // 64-byte aligned; raises when out of memory
+    static void unmap(const Block& block) { c10::free_cpu(block.data); }
+#endif
+
     std::mutex mutex_;
-    std::list<Free> order_;  // cached free blocks, oldest first
-    std::unordered_multimap<size_t, std::list<Free>::iterator> by_size_;
+    std::list<Block> order_;  // cached free blocks, oldest first
+    std::unordered_multimap<size_t, std::list<Block>::iterator> by_size_;
     std::unordered_map<void*, size_t> live_;  // blocks handed out, by address
-    size_t live_bytes_ = 0, peak_live_ = 0, cached_ = 0, reused_ = 0;
+    size_t live_bytes_ = 0, peak_live_ = 0, cached_ = 0, reused_ = 0, moved_ = 0;
     size_t cap_ = size_t(4) << 30;
     bool installed_ = false;
     c10::Allocator* previous_ = nullptr;
@@ -254,7 +293,7 @@ at::Tensor pool_empty(std::vector<int64_t> sizes) { return BufferPool::instance(
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     bind_neurons(m);
-    m.def("pool_stats", &pool_stats, "[cached bytes, cached buffers, cap bytes, reuses, installed, live bytes, peak live bytes]");
+    m.def("pool_stats", &pool_stats, "[cached bytes, cached buffers, cap bytes, reuses, installed, live bytes, peak live bytes, moved bytes]");
     m.def("pool_install", &pool_install, "route torch's CPU allocations through the buffer cache (or stop)");
     m.def("pool_set_cap", &pool_set_cap, "cap (bytes) on the cached free output buffers");
     m.def("pool_release", &pool_release, "free every cached output buffer");

@@ -191,9 +191,9 @@ def cached_empty(shape) -> torch.Tensor:
 def cache_stats() -> dict[str, int]:
     """The output-buffer cache: bytes and buffers held free, its cap in bytes, how many outputs reused one, and
     whether torch's CPU tensors come from it (:func:`cache_torch_tensors`)."""
-    cached, buffers, cap, reused, installed, live, peak = extension().pool_stats()
+    cached, buffers, cap, reused, installed, live, peak, moved = extension().pool_stats()
     return {"cached_bytes": cached, "cached_buffers": buffers, "cap_bytes": cap, "reused": reused,
-            "torch_tensors": installed, "live_bytes": live, "peak_live_bytes": peak}
+            "torch_tensors": installed, "live_bytes": live, "peak_live_bytes": peak, "moved_bytes": moved}
 
 
 def cache_torch_tensors(on: bool = True) -> None:

@@ -230,44 +230,36 @@ import json, torch
 from snnexp.kernels import cpu
 cpu.cache_torch_tensors()
 MiB = 2**20
-a, b = torch.empty(MiB), torch.empty(MiB)  # two live 4 MiB blocks: the largest footprint so far, 8 MiB
+a, b = torch.empty(MiB), torch.empty(MiB)  # two live 4 MiB blocks
+a.fill_(1.0)
+b.fill_(2.0)
 del a, b  # both cached: 8 MiB
 stats = [cpu.cache_stats()]
-c = torch.empty(3 * MiB // 2)  # 6 MiB, no cached block of its size: room is made within 8 MiB
+c = torch.empty(3 * MiB // 2)  # 6 MiB, no cached block of its size
 stats.append(cpu.cache_stats())
+values = [c[0].item(), c[MiB - 1].item(), c[MiB].item(), c[-1].item()]
 del c
 stats.append(cpu.cache_stats())
-print(json.dumps(stats))
+print(json.dumps({"stats": stats, "values": values}))
 """
 
 
 @needs_host_build
-def test_the_cache_never_makes_the_process_larger_than_its_peak_of_live_blocks():
-    """Live plus cached bytes stay within the most ever live at once: a block of a new size evicts cached ones first
-    (a fresh process, so that no earlier test's peak counts)."""
+@pytest.mark.skipif(sys.platform != "linux", reason="pages move between blocks with Linux's mremap")
+def test_a_block_of_a_new_size_takes_the_oldest_cached_blocks_pages():
+    """A new size gets its pages from the oldest cached blocks (moved with their contents, so nothing faults in
+    afresh and the process does not grow): a 6 MiB block after two freed 4 MiB ones holds the first one's pages and
+    half the second's; the rest of the second stays cached (a fresh process, so that no earlier test's blocks count)."""
     proc = subprocess.run([sys.executable, "-c", BUDGET_CHILD], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    held, during, after = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    held, during, after = result["stats"]
     MiB = 2**20
     assert held["cached_bytes"] == 8 * MiB and held["peak_live_bytes"] == 8 * MiB and held["live_bytes"] == 0
-    assert during["live_bytes"] == 6 * MiB and during["cached_bytes"] == 0  # 6 + 4 would exceed 8: both evicted
-    assert after["cached_bytes"] == 6 * MiB and after["peak_live_bytes"] == 8 * MiB
-
-
-@needs_host_build
-@pytest.mark.skipif(shutil.which("nm") is None, reason="binutils' nm lists the extension's imports")
-def test_the_surrogates_loops_vectorise_without_a_library_call_per_element():
-    """The backward loops' surrogate math compiles to vector code: no scalar ``fmaxf`` (a library call per element,
-    which kept g++ from vectorising Triangle's backward: 4x slower), and glibc's vector ``expf`` / ``tanhf``
-    (libmvec) where the build declares them."""
-    listing = subprocess.run(["nm", "-D", "--undefined-only", cpu.extension().__file__], capture_output=True,
-                             text=True, check=True).stdout
-    imported = {line.split()[-1].split("@")[0] for line in listing.splitlines() if line.strip()}
-    assert not imported & {"fmaxf", "fmax", "fminf"}
-    if "-DSNN_LIBMVEC" in cpu.CFLAGS:
-        assert any(name.startswith("_ZGV") and name.endswith("v_expf") for name in imported)
-    if "-DSNN_LIBMVEC_TANH" in cpu.CFLAGS:
-        assert any(name.startswith("_ZGV") and name.endswith("v_tanhf") for name in imported)
+    assert during["live_bytes"] == 6 * MiB and during["cached_bytes"] == 2 * MiB  # the second block's tail
+    assert during["moved_bytes"] - held["moved_bytes"] == 6 * MiB
+    assert result["values"] == [1.0, 1.0, 2.0, 2.0]  # the pages moved, contents and all
+    assert after["cached_bytes"] == 8 * MiB and after["peak_live_bytes"] == 8 * MiB
 
 
 def test_cpu_path_falls_back_with_one_warning_without_a_compiler(monkeypatch):
