@@ -14,6 +14,7 @@
 #include <torch/csrc/utils/pybind.h>
 #include <pybind11/stl.h>
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <list>
 #include <mutex>
@@ -283,6 +284,37 @@ at::Tensor unpack_bits(const at::Tensor& packed, int64_t n) {
     return out;
 }
 
+// ---------------------------------------------------------------------------------------------- BN recompute
+// A training-mode BatchNorm's output again, from its input and the batch statistics it saved (one pass, where
+// running BN again would first recompute the statistics): beta = fma(-mean, alpha, bias), out = fma(x, alpha,
+// beta) per channel, with alpha = invstd * weight given. That is how torch's CPU kernel rounds (its vector code is
+// contracted to FMA); snnexp/models/recompute.py checks the equality once per process before relying on it.
+at::Tensor bn_affine(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& mean, const at::Tensor& bias) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() >= 2,
+                "bn_affine: expected a contiguous float32 [N, C, ...] tensor");
+    const int64_t N = x.size(0), C = x.size(1), inner = C == 0 ? 0 : x.numel() / (N * C);
+    for (const at::Tensor* t : {&alpha, &mean, &bias})
+        TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->numel() == C,
+                    "bn_affine: expected float32 [C] statistics");
+    std::vector<float> beta(static_cast<size_t>(C));
+    const float *a = alpha.data_ptr<float>(), *m = mean.data_ptr<float>(), *b = bias.data_ptr<float>();
+    for (int64_t c = 0; c < C; ++c) beta[c] = std::fmaf(-m[c], a[c], b[c]);
+    at::Tensor out = BufferPool::instance().empty(x.sizes());
+    const float* in = x.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    at::parallel_for(0, N * C, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(inner, 1)),
+                     [&](int64_t begin, int64_t end) {
+        for (int64_t plane = begin; plane < end; ++plane) {
+            const float scale = a[plane % C], shift = beta[plane % C];
+            const float* src = in + plane * inner;
+            float* dst = o + plane * inner;
+#pragma omp simd
+            for (int64_t i = 0; i < inner; ++i) dst[i] = std::fmaf(src[i], scale, shift);
+        }
+    });
+    return out;
+}
+
 // ---------------------------------------------------------------------------------------------- pool
 
 std::vector<int64_t> pool_stats() { return BufferPool::instance().stats(); }
@@ -298,6 +330,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("pool_set_cap", &pool_set_cap, "cap (bytes) on the cached free output buffers");
     m.def("pool_release", &pool_release, "free every cached output buffer");
     m.def("pool_empty", &pool_empty, "an uninitialised float32 tensor of sizes (1 MiB and more: from the cache)");
+    m.def("bn_affine", &bn_affine, "training-mode BN output from x, alpha = invstd * weight, mean, bias (FMA rounding)");
     m.def("pack_bits", &pack_bits, "float32 0/1 tensor -> ceil(numel / 8) bytes, bit i of byte j = entry 8 j + i");
     m.def("unpack_bits", &unpack_bits, "the inverse of pack_bits: bytes, numel -> float32 [numel]");
 }

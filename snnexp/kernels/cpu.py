@@ -188,6 +188,14 @@ def cached_empty(shape) -> torch.Tensor:
     return torch.empty(shape)
 
 
+def batch_norm_affine(y: torch.Tensor, alpha: torch.Tensor, mean: torch.Tensor, bias: torch.Tensor):
+    """A training-mode BN output ``fma(y, alpha, fma(-mean, alpha, bias))`` per channel of a contiguous float32
+    ``[N, C, ...]`` ``y``, into a cache buffer; None while the extension is not loaded (no reason to build it)."""
+    if extension.cache_info().currsize:
+        return extension().bn_affine(y, alpha, mean, bias)
+    return None
+
+
 def cache_stats() -> dict[str, int]:
     """The output-buffer cache: bytes and buffers held free, its cap in bytes, how many outputs reused one, and
     whether torch's CPU tensors come from it (:func:`cache_torch_tensors`)."""

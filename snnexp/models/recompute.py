@@ -93,15 +93,41 @@ def _sum_again(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a + b
 
 
-def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias) -> torch.Tensor:
-    """Training-mode BN of ``y`` with its own batch statistics: the forward's output, bit for bit (the same kernel
-    on the same input; the running statistics, not passed, do not enter the output). A contiguous float32 CPU
-    ``y`` is normalised into a buffer of the CPU path's cache (made at every step: no fresh pages to fault)."""
+def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias, mean=None, invstd=None) -> torch.Tensor:
+    """Training-mode BN of ``y`` with its own batch statistics: the forward's output, bit for bit. A contiguous
+    float32 CPU ``y`` is normalised into a buffer of the CPU path's cache (made at every step: no fresh pages to
+    fault): in one pass from the batch ``mean`` / ``invstd`` the forward saved, where that is checked to round as
+    torch's kernel does, else by the same kernel on the same input (the running statistics, not passed, do not
+    enter the output)."""
     if y.device.type != "cpu" or y.dtype != torch.float32 or not y.is_contiguous():
         return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
+    if mean is not None and y.dim() >= 2 and _affine_rounds_as_torch():
+        alpha = invstd if weight is None else invstd * weight
+        out = cpu_kernels.batch_norm_affine(y, alpha, mean, torch.zeros_like(mean) if bias is None else bias)
+        if out is not None:
+            return out
     out, mean, invstd = cpu_kernels.cached_empty(y.shape), y.new_empty(0), y.new_empty(0)
     return torch.ops.aten.native_batch_norm.out(y, weight, bias, None, None, True, 0.0, eps, out=out,
                                                 save_mean=mean, save_invstd=invstd)[0]
+
+
+@functools.cache
+def _affine_rounds_as_torch() -> bool:
+    """Whether the one-pass BN output equals torch's CPU kernel here, bit for bit (its rounding depends on how
+    torch was built: FMA-contracted vector code on x86-64); checked once, on shapes with vector tails."""
+    if not cpu_kernels.extension.cache_info().currsize:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((3, 5, 7, 9), (6, 4), (2, 16, 33)):
+        y = torch.randn(shape, generator=gen) * 3 + 1
+        weight, bias = torch.randn(shape[1], generator=gen), torch.randn(shape[1], generator=gen)
+        for w, b in ((weight, bias), (None, None)):
+            out, mean, invstd = torch.ops.aten.native_batch_norm(y, w, b, None, None, True, 0.0, 1e-5)
+            alpha = invstd if w is None else invstd * w
+            again = cpu_kernels.batch_norm_affine(y, alpha, mean, torch.zeros_like(mean) if b is None else b)
+            if again is None or not torch.equal(again, out):
+                return False
+    return True
 
 
 def tag_batch_norm(module: nn.Module, args, output) -> None:
@@ -114,4 +140,8 @@ def tag_batch_norm(module: nn.Module, args, output) -> None:
     if isinstance(output, torch.Tensor) and output._base is None and output.requires_grad:
         weight = None if module.weight is None else module.weight.detach()
         bias = None if module.bias is None else module.bias.detach()
-        tag(output, functools.partial(_batch_norm_again, module.eps), kept=(args[0].detach(), weight, bias))
+        stats = ()
+        node = output.grad_fn
+        if output.device.type == "cpu" and type(node).__name__ == "NativeBatchNormBackward0":
+            stats = (node._saved_result1, node._saved_result2)  # the batch mean and invstd it normalised with
+        tag(output, functools.partial(_batch_norm_again, module.eps), kept=(args[0].detach(), weight, bias, *stats))
