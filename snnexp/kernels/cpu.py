@@ -213,6 +213,12 @@ def cache_torch_tensors(on: bool = True) -> None:
     extension().pool_install(bool(on))
 
 
+def caches_torch_tensors() -> bool:
+    """Whether the buffer cache is torch's CPU allocator now (:func:`cache_torch_tensors`); never builds the
+    extension."""
+    return bool(extension.cache_info().currsize) and bool(extension().pool_stats()[4])
+
+
 def loads(extension_fn, what: str, instead: str) -> bool:
     """Whether ``extension_fn()`` builds and loads here (False under ``SNNEXP_NO_CPU_KERNELS``); if it fails, one
     warning says why, that ``instead`` runs, and how to enable ``what``."""

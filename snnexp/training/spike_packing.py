@@ -149,8 +149,10 @@ class SpikePacking:
         else:
             yield
         # the CPU neurons' cached free buffers are the forward's spikes, freed once packed: kept through the
-        # backward they would sit idle at its peak (ResNet-19, T=8: 220 of 1500 MiB)
-        cpu_kernels.empty_cache()
+        # backward they would sit idle at its peak (ResNet-19, T=8: 220 of 1500 MiB), unless the cache is torch's
+        # allocator: then the backward's own tensors take their pages
+        if not cpu_kernels.caches_torch_tensors():
+            cpu_kernels.empty_cache()
 
     def remove(self) -> None:
         for handle in self._handles:
