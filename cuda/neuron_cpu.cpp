@@ -132,8 +132,9 @@ class BufferPool final : public c10::Allocator {
             if (oldest.bytes > take) remember({static_cast<char*>(oldest.data) + take, oldest.bytes - take}, true);
             if (mremap(oldest.data, take, take, MREMAP_MAYMOVE | MREMAP_FIXED, data + filled) == MAP_FAILED)
                 munmap(oldest.data, take);  // the new mapping's own pages serve instead
+            else
+                moved_ += take;
             filled += take;
-            moved_ += take;
         }
 #else
         // a new size: first make room within the largest footprint seen, oldest cached blocks first

@@ -102,8 +102,7 @@ def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias, mean=None, invs
     if y.device.type != "cpu" or y.dtype != torch.float32 or not y.is_contiguous():
         return F.batch_norm(y, None, None, weight, bias, True, 0.0, eps)
     if mean is not None and y.dim() >= 2 and _affine_rounds_as_torch():
-        alpha = invstd if weight is None else invstd * weight
-        out = cpu_kernels.batch_norm_affine(y, alpha, mean, torch.zeros_like(mean) if bias is None else bias)
+        out = _batch_norm_in_one_pass(y, weight, bias, mean, invstd)
         if out is not None:
             return out
     out, mean, invstd = cpu_kernels.cached_empty(y.shape), y.new_empty(0), y.new_empty(0)
@@ -111,21 +110,30 @@ def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias, mean=None, invs
                                                 save_mean=mean, save_invstd=invstd)[0]
 
 
-@functools.cache
+def _batch_norm_in_one_pass(y: torch.Tensor, weight, bias, mean: torch.Tensor, invstd: torch.Tensor):
+    """BN's output from its saved batch statistics (``alpha = invstd * weight``, no bias as zeros), by the CPU
+    extension's one pass; None while the extension is not loaded."""
+    alpha = invstd if weight is None else invstd * weight
+    return cpu_kernels.batch_norm_affine(y, alpha, mean, torch.zeros_like(mean) if bias is None else bias)
+
+
 def _affine_rounds_as_torch() -> bool:
     """Whether the one-pass BN output equals torch's CPU kernel here, bit for bit (its rounding depends on how
-    torch was built: FMA-contracted vector code on x86-64); checked once, on shapes with vector tails."""
-    if not cpu_kernels.extension.cache_info().currsize:
-        return False
+    torch was built: FMA-contracted vector code on x86-64). Asked only once the extension is loaded, so that a
+    call before then does not settle the answer."""
+    return bool(cpu_kernels.extension.cache_info().currsize) and _one_pass_matches_torch()
+
+
+@functools.cache
+def _one_pass_matches_torch() -> bool:
+    """The check behind :func:`_affine_rounds_as_torch`, once per process, on shapes with vector tails."""
     gen = torch.Generator().manual_seed(0)
     for shape in ((3, 5, 7, 9), (6, 4), (2, 16, 33)):
         y = torch.randn(shape, generator=gen) * 3 + 1
         weight, bias = torch.randn(shape[1], generator=gen), torch.randn(shape[1], generator=gen)
         for w, b in ((weight, bias), (None, None)):
             out, mean, invstd = torch.ops.aten.native_batch_norm(y, w, b, None, None, True, 0.0, 1e-5)
-            alpha = invstd if w is None else invstd * w
-            again = cpu_kernels.batch_norm_affine(y, alpha, mean, torch.zeros_like(mean) if b is None else b)
-            if again is None or not torch.equal(again, out):
+            if not torch.equal(_batch_norm_in_one_pass(y, w, b, mean, invstd), out):
                 return False
     return True
 
