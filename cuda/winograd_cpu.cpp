@@ -12,6 +12,7 @@
 #include <torch/csrc/utils/pybind.h>
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -64,24 +65,89 @@ void check(const at::Tensor& t, int64_t dim, const char* name) {
                 "snnexp winograd: ", name, " must be a contiguous ", dim, "-d float32 CPU tensor");
 }
 
+// Copies n <= 16 floats in fixed-size pieces: a copy of variable length compiles to `rep movs` (a loop of
+// scalar moves is turned into one), which is slow for these short runs.
+inline void copy_floats(float* to, const float* from, int64_t n) {
+    if (n == 16) {
+        std::memcpy(to, from, 16 * sizeof(float));
+        return;
+    }
+    int64_t done = 0;
+    for (int64_t piece : {8, 4, 2, 1}) {
+        if (!(n & piece)) continue;
+        if (piece == 8) std::memcpy(to + done, from + done, 8 * sizeof(float));
+        if (piece == 4) std::memcpy(to + done, from + done, 4 * sizeof(float));
+        if (piece == 2) std::memcpy(to + done, from + done, 2 * sizeof(float));
+        if (piece == 1) to[done] = from[done];
+        done += piece;
+    }
+}
+
+// Copies the first `count` channels of one pixel's lanes.
+inline void copy_lanes(void* to, const void* from, int64_t count) {
+    copy_floats(static_cast<float*>(to), static_cast<const float*>(from), count);
+}
+
 // Writes block[tw][ij] (its first cb channels) to out[ij][p0 + tw][c0, c0 + cb).
 void scatter_block(const Lanes* block, int64_t nw, int64_t cb, float* out, int64_t P, int64_t C, int64_t p0,
                    int64_t c0) {
     for (int64_t tw = 0; tw < nw; ++tw)
-        for (int64_t ij = 0; ij < 36; ++ij)
-            std::memcpy(out + (ij * P + p0 + tw) * C + c0, block + tw * 36 + ij, cb * sizeof(float));
+        for (int64_t ij = 0; ij < 36; ++ij) copy_lanes(out + (ij * P + p0 + tw) * C + c0, block + tw * 36 + ij, cb);
 }
 
 // Reads in[ij][p0 + tw][c0, c0 + cb) into block[tw][ij] (its first cb channels).
 void gather_block(const float* in, int64_t nw, int64_t cb, Lanes* block, int64_t P, int64_t C, int64_t p0,
                   int64_t c0) {
     for (int64_t tw = 0; tw < nw; ++tw)
-        for (int64_t ij = 0; ij < 36; ++ij)
-            std::memcpy(block + tw * 36 + ij, in + (ij * P + p0 + tw) * C + c0, cb * sizeof(float));
+        for (int64_t ij = 0; ij < 36; ++ij) copy_lanes(block + tw * 36 + ij, in + (ij * P + p0 + tw) * C + c0, cb);
 }
 
-// Channel cc of pixel i of `lanes`.
-inline float& lane(Lanes* lanes, int64_t i, int64_t cc) { return reinterpret_cast<float*>(lanes + i)[cc]; }
+// One stage of a 16x16 transpose held as 16 rows of lanes: swaps bit `Bit` of the row index with that of the column
+// index, each pair of rows by two two-input shuffles (so the whole transpose is 64 shuffles, not 256 scalar moves).
+template <int Bit, int... J>
+inline void swap_index_bit(Lanes* rows, std::integer_sequence<int, J...>) {
+    constexpr int b = 1 << Bit;
+    for (int i = 0; i < kBlock; ++i) {
+        if (i & b) continue;
+        const Lanes low = rows[i], high = rows[i + b];
+        rows[i] = __builtin_shufflevector(low, high, ((J & b) ? kBlock + (J ^ b) : J)...);
+        rows[i + b] = __builtin_shufflevector(low, high, ((J & b) ? kBlock + J : (J ^ b))...);
+    }
+}
+
+// rows[i][j] -> rows[j][i]: between a channel's run of 16 pixels (NCHW) and a pixel's 16 channels (lanes).
+inline void transpose(Lanes* rows) {
+    static_assert(kBlock == 16, "the transpose swaps four index bits");
+    constexpr auto lanes = std::make_integer_sequence<int, kBlock>{};
+    swap_index_bit<0>(rows, lanes);
+    swap_index_bit<1>(rows, lanes);
+    swap_index_bit<2>(rows, lanes);
+    swap_index_bit<3>(rows, lanes);
+}
+
+// Pixels [0, n) (n <= 16) of `count` channel rows, channel cc's at planes[cc * plane] -> pixels[0, n), one lane
+// each (channels beyond `count` zero).
+inline void pixels_to_lanes(const float* planes, int64_t plane, int64_t count, int64_t n, Lanes* pixels) {
+    Lanes block[kBlock] = {};
+    for (int64_t cc = 0; cc < count; ++cc) copy_floats(reinterpret_cast<float*>(block + cc), planes + cc * plane, n);
+    transpose(block);
+    for (int64_t j = 0; j < n; ++j) pixels[j] = block[j];
+}
+
+// The inverse of pixels_to_lanes: lanes of pixels [0, n) -> channel rows (written, or added to with `accumulate`).
+inline void lanes_to_pixels(const Lanes* pixels, int64_t n, int64_t count, float* planes, int64_t plane,
+                            bool accumulate) {
+    Lanes block[kBlock] = {};
+    for (int64_t j = 0; j < n; ++j) block[j] = pixels[j];
+    transpose(block);
+    for (int64_t cc = 0; cc < count; ++cc) {
+        float* row = planes + cc * plane;
+        if (accumulate)
+            for (int64_t j = 0; j < n; ++j) row[j] += block[cc][j];
+        else
+            copy_floats(row, reinterpret_cast<const float*>(block + cc), n);
+    }
+}
 
 
 // Channels [c_first, c_first + C) of images [N, C_in, H, W] -> out [36, N * nh * nw, C] (written in place), for
@@ -103,14 +169,13 @@ void image_to_tiles(const at::Tensor& images, at::Tensor& out, int64_t c_first) 
             for (int64_t c0 = 0; c0 < C; c0 += kBlock) {
                 const int64_t cb = std::min(kBlock, C - c0);
                 std::fill(rows.begin(), rows.end(), Lanes{});
-                for (int64_t cc = 0; cc < cb; ++cc) {
-                    const float* image = xs + (n * C_in + c_first + c0 + cc) * H * W;
-                    for (int64_t r = 0; r < Rows; ++r) {
-                        const int64_t y = 4 * th + r - Shift;
-                        if (y < 0 || y >= H) continue;
-                        Lanes* row = rows.data() + r * width + Shift;
-                        for (int64_t xx = 0; xx < W; ++xx) lane(row, xx, cc) = image[y * W + xx];
-                    }
+                const float* planes = xs + (n * C_in + c_first + c0) * H * W;
+                for (int64_t r = 0; r < Rows; ++r) {
+                    const int64_t y = 4 * th + r - Shift;
+                    if (y < 0 || y >= H) continue;
+                    Lanes* row = rows.data() + r * width + Shift;
+                    for (int64_t x0 = 0; x0 < W; x0 += kBlock)
+                        pixels_to_lanes(planes + y * W + x0, H * W, cb, std::min(kBlock, W - x0), row + x0);
                 }
                 for (int64_t xx = 0; xx < width; ++xx) Transform(rows.data() + xx, width, cols.data() + xx, width);
                 for (int64_t tw = 0; tw < nw; ++tw)
@@ -155,12 +220,11 @@ void output_transform(const at::Tensor& M, at::Tensor& out, int64_t k_first) {
                     for (int64_t i = 0; i < 6; ++i)
                         at4(block.data() + tw * 36 + i * 6, 1, rows.data() + i * WT + 4 * tw, 1);
                 for (int64_t xx = 0; xx < WT; ++xx) at4(rows.data() + xx, WT, y.data() + xx, WT);
-                for (int64_t kk = 0; kk < kb; ++kk) {
-                    float* image = os + (n * K_out + k_first + k0 + kk) * H * W;
-                    for (int64_t b = 0; b < 4 && 4 * th + b < H; ++b)
-                        for (int64_t xx = 0; xx < W; ++xx)
-                            image[(4 * th + b) * W + xx] = lane(y.data(), b * WT + xx, kk);
-                }
+                float* planes = os + (n * K_out + k_first + k0) * H * W;
+                for (int64_t b = 0; b < 4 && 4 * th + b < H; ++b)
+                    for (int64_t x0 = 0; x0 < W; x0 += kBlock)
+                        lanes_to_pixels(y.data() + b * WT + x0, std::min(kBlock, W - x0), kb,
+                                        planes + (4 * th + b) * W + x0, H * W, false);
             }
         }
     });
@@ -208,17 +272,11 @@ void grad_input_transform(const at::Tensor& dV, at::Tensor& dx, bool accumulate)
                     for (int64_t r = 0; r < 6; ++r) band[r * WP + xx] += col[r];
                 }
             }
-            for (int64_t cc = 0; cc < cb; ++cc) {
-                float* target = xs + (n * C + c0 + cc) * H * W;
-                for (int64_t y = 0; y < H; ++y) {
-                    Lanes* source = image.data() + (y + 1) * WP + 1;
-                    float* row = target + y * W;
-                    if (accumulate)
-                        for (int64_t xx = 0; xx < W; ++xx) row[xx] += lane(source, xx, cc);
-                    else
-                        for (int64_t xx = 0; xx < W; ++xx) row[xx] = lane(source, xx, cc);
-                }
-            }
+            float* planes = xs + (n * C + c0) * H * W;
+            for (int64_t y = 0; y < H; ++y)
+                for (int64_t x0 = 0; x0 < W; x0 += kBlock)
+                    lanes_to_pixels(image.data() + (y + 1) * WP + 1 + x0, std::min(kBlock, W - x0), cb,
+                                    planes + y * W + x0, H * W, accumulate);
         }
     });
 }

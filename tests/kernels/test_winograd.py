@@ -47,6 +47,7 @@ def _against_float64(N, C, K, H, W, *, bias=True, spikes=True, seed=0):
     (2, 16, 32, 1, 6),      # a single row
     (1, 48, 20, 5, 4),      # W of one tile
     (4, 64, 64, 6, 6),      # 6x6 (VGGSNN's conv7): 36 of the 64 pixels of its 2x2 tiles
+    (2, 20, 18, 7, 35),     # rows of 16 + 16 + 3 pixels (transposed 16 at a time), 16 + 4 channels
 ])
 def test_forward_and_gradients_equal_float64_conv2d(shape):
     for ours, reference in _against_float64(*shape):
