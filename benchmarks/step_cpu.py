@@ -17,9 +17,11 @@ Entries:
   loss (the default method, ``sdt``: cross-entropy of the logits averaged over T), inside
   ``module.spike_packing.saving()`` as ``training_step`` runs it (``pack_spikes`` and ``recompute_bn`` on, the
   defaults). The neuron is snnexp's default CPU path (``backend=auto``: the fused C++ extension); the 3x3 stride-1
-  convolutions run by Winograd's F(4x4, 3x3) (``winograd: true``, the default; ``snnexp.kernels.winograd``).
-* ``snnexp (torch convolutions)``: the same with ``winograd=false``: every convolution by torch (oneDNN), as in
-  SpikingJelly.
+  convolutions run by Winograd's F(4x4, 3x3) (``winograd: true``, the default; ``snnexp.kernels.winograd``), and
+  the 3x3 stride-2 ones' backward by im2col matrix products (``im2col_backward: true``, the default;
+  ``snnexp.kernels.strided_conv``).
+* ``snnexp (torch convolutions)``: the same with ``winograd=false im2col_backward=false``: every convolution by
+  torch (oneDNN), as in SpikingJelly.
 * ``snnexp (plain saving)``: the same with ``pack_spikes=false recompute_bn=false``: the saved spikes kept as
   float32 and the neurons' saved inputs kept rather than recomputed (what each op saves, as in SpikingJelly).
 * ``snnexp (torch's allocator)``: the same with ``cache_cpu_tensors=false``: torch's own large tensors (BN
@@ -58,12 +60,12 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 if BENCH_DIR not in sys.path:
     sys.path.insert(0, BENCH_DIR)
 
-TORCH_CONV = "snnexp (torch convolutions)"  # winograd=false: every convolution by torch (oneDNN), as SpikingJelly's
+TORCH_CONV = "snnexp (torch convolutions)"  # every convolution by torch (oneDNN), as SpikingJelly's
 PLAIN = "snnexp (plain saving)"  # pack_spikes=false recompute_bn=false: autograd keeps what each op saves
 NO_CACHE = "snnexp (torch's allocator)"  # cache_cpu_tensors=false: torch's large tensors from glibc, page-faulting
 REUSE_HEAP = "snnexp (reuse heap)"  # reuse_heap=true: glibc keeps freed large blocks for reuse (more memory)
 ENTRIES = ("snnexp", TORCH_CONV, PLAIN, NO_CACHE, REUSE_HEAP, "SpikingJelly 2.0")
-OVERRIDES = {TORCH_CONV: ["winograd=false"], NO_CACHE: ["cache_cpu_tensors=false"],
+OVERRIDES = {TORCH_CONV: ["winograd=false", "im2col_backward=false"], NO_CACHE: ["cache_cpu_tensors=false"],
              REUSE_HEAP: ["reuse_heap=true", "cache_cpu_tensors=false"]}  # entry -> its snnexp overrides
 # model -> (T, batch)
 SIZES = {"resnet19": (4, 16), "vggsnn": (10, 16)}

@@ -5,13 +5,13 @@
 
 Profile (torch.profiler, CPU, ``record_shapes``): one warm-up step, then ``--steps`` profiled steps. Prints the top
 ops by self CPU time (grouped by op), then the shares of the step's self time by what the op belongs to, found by
-its enclosing op: convolution (torch's, or snnexp's ``Winograd3x3``) / batch norm / linear / loss forward and
-backward, the neuron (snnexp's fused CPU
-op, labelled ``snnexp::neuron_forward`` / ``snnexp::neuron_backward`` here; the whole ``FusedCpuNeuronBackward``
-node counts as the neuron), the optimiser (``Optimizer.step`` / ``zero_grad``), gradient accumulation, and the
-rest by the op's own name. Copies (copy_, contiguous, clone, cat, stack, repeat, permute...) and allocations
-(empty*, zeros...) are also totalled wherever they occur, with the largest copies by shape and enclosing op. Page
-faults of fresh allocations are paid inside whichever op first writes the memory, so they hide in those ops.
+its enclosing op: convolution (torch's, or snnexp's ``Winograd3x3`` and ``Conv3x3Stride2``) / batch norm / linear /
+loss forward and backward, the neuron (snnexp's fused CPU op, labelled ``snnexp::neuron_forward`` /
+``snnexp::neuron_backward`` here; the whole ``FusedCpuNeuronBackward`` node counts as the neuron), the optimiser
+(``Optimizer.step`` / ``zero_grad``), gradient accumulation, and the rest by the op's own name. Copies (copy_,
+contiguous, clone, cat, stack, repeat, permute...) and allocations (empty*, zeros...) are also totalled wherever
+they occur, with the largest copies by shape and enclosing op. Page faults of fresh allocations are paid inside
+whichever op first writes the memory, so they hide in those ops.
 
 Layout (``--no-layout`` skips): forward hooks record, for every ``SeqToBatch`` (the [T, B] <-> [T*B] fold) and
 every neuron, whether its input is contiguous and whether folding it is a view; and whether the stem's output
@@ -44,7 +44,8 @@ ALLOC_OPS = ("aten::empty", "aten::empty_like", "aten::empty_strided", "aten::ze
 ENCLOSING = (
     (("Optimizer.step", "Optimizer.zero_grad"), "optimizer"),
     (("snnexp::neuron", "FusedCpuNeuron"), "neuron"),
-    (("aten::convolution", "ConvolutionBackward", "aten::convolution_backward", "Winograd3x3"), "convolution"),
+    (("aten::convolution", "ConvolutionBackward", "aten::convolution_backward", "Winograd3x3", "Conv3x3Stride2"),
+     "convolution"),
     (("aten::batch_norm", "NativeBatchNormBackward", "aten::native_batch_norm_backward"), "batch norm"),
     (("aten::linear", "AddmmBackward", "MmBackward", "aten::addmm"), "linear"),
     (("aten::cross_entropy", "NllLoss", "LogSoftmax", "aten::log_softmax", "aten::nll_loss"), "loss"),

@@ -13,6 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from snnexp.errors import NonFiniteLossError, SnnexpError
 from snnexp.metrics import E_AC_PJ, E_MAC_PJ, FiringRateMonitor, OperationCounter, operations_per_sample
+from snnexp.models.layers import keep_taps
+from snnexp.models.strided_conv import use_im2col_backward
 from snnexp.models.winograd import use_winograd
 from snnexp.neurons import MultiStepNeuron
 from snnexp.optim import configure
@@ -42,12 +44,15 @@ class SNNModule(L.LightningModule):
     def __init__(self, model: nn.Module, method: Method, num_classes: int, optimizer: Callable,
                  scheduler: Callable | None, encoder: nn.Module, T: int, input_shape: tuple[int, ...],
                  energy: tuple[float, float] = (E_MAC_PJ, E_AC_PJ), pack_spikes: bool = True,
-                 recompute_bn: bool = True, winograd: bool = True):
+                 recompute_bn: bool = True, winograd: bool = True, im2col_backward: bool = True):
         super().__init__()
         self.model = model
         if winograd:  # 3x3 convolutions on the CPU by F(4x4, 3x3): the same function, about 2x faster
             use_winograd(self.model)
+        if im2col_backward:  # 3x3 stride-2 convolutions: the CPU backward as two matrix products, not oneDNN's
+            use_im2col_backward(self.model)
         self.method = method
+        keep_taps(self.model, method.taps_read() | {"features"})  # other feature maps are freed as the forward goes
         self.encoder = encoder
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

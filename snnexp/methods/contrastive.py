@@ -84,6 +84,9 @@ class Contrastive(Method):
             self.projections[name] = nn.Identity() if c_s == c_a else nn.Linear(c_s, c_a)
         return model
 
+    def taps_read(self):
+        return frozenset(self._taps)
+
     def training_step(self, module, batch):
         x, y = batch
         output = module(x)

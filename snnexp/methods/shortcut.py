@@ -69,6 +69,9 @@ class Shortcut(Method):
     def on_train_epoch_start(self, epoch, max_epochs):
         self.beta = balance(epoch, max_epochs, self.beta0, self.schedule)
 
+    def taps_read(self):
+        return frozenset(self._taps)
+
     def training_step(self, module, batch):
         x, y = batch
         output = module(x)

@@ -99,6 +99,9 @@ class SML(Method):
             return MixerBranch(shape[2], shape[3], num_classes, self._mixer_heads, depth)
         return mlp_branch(shape[2], num_classes, self.branch_hidden)
 
+    def taps_read(self):
+        return frozenset(self._taps)
+
     def training_step(self, module, batch):
         x, y = batch
         output = module(x)

@@ -37,7 +37,8 @@ class ConvNet(SpikingModel):
         c1 = self.conv1(self.check_sequence(x))
         c2 = self.conv2(c1)
         features = c2.flatten(2)
-        taps = {"conv1": c1, "conv2": c2, "features": features}
+        taps = self.new_taps()
+        taps["conv1"], taps["conv2"], taps["features"] = c1, c2, features
         return ModelOutput(logits=self.classifier(features), taps=taps)
 
 

@@ -7,6 +7,7 @@ pooling, linear) run on the folded ``[T*B, ...]`` view (``SeqToBatch``), as in T
 SpikingJelly's multi-step mode, so BatchNorm statistics pool over time steps and batch alike.
 """
 
+import contextlib
 from collections import OrderedDict
 
 import timm.layers
@@ -15,6 +16,7 @@ from torch import nn
 
 from snnexp.models.binary import WeightsFn, real_weights
 from snnexp.models.norm import NormLayer, batch_norm
+from snnexp.models.output import Taps
 from snnexp.models.registry import ModelConfigError
 
 
@@ -60,10 +62,16 @@ class SpikingModel(nn.Module):
     """Base of every snnexp model. ``forward(x)`` takes a time-major sequence ``x: [T, B, *input_shape]`` and
     reads T from ``x.shape[0]``; a model holds no T of its own."""
 
+    kept_taps: frozenset[str] | None = None  # the taps its forward records (None: all); see keep_taps
+
     def __init__(self, input_shape: tuple[int, ...], num_classes: int):
         super().__init__()
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = int(num_classes)
+
+    def new_taps(self) -> Taps:
+        """An empty record of this forward's taps, which keeps only :attr:`kept_taps`."""
+        return Taps(self.kept_taps)
 
     def check_sequence(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` when it has the rank of a sequence ``[T, B, *input_shape]``; else a ``ValueError`` that says how
@@ -86,3 +94,24 @@ def image_shape(input_shape, model: str) -> tuple[int, int, int]:
             f"{model} needs image input of shape (C, H, W); the data gives input_shape={tuple(input_shape)}."
         )
     return tuple(int(s) for s in input_shape)
+
+
+def keep_taps(model: nn.Module, names) -> None:
+    """Make every :class:`SpikingModel` in ``model`` record only the taps ``names`` (None: all of them) from now on."""
+    kept = None if names is None else frozenset(names)
+    for m in model.modules():
+        if isinstance(m, SpikingModel):
+            m.kept_taps = kept
+
+
+@contextlib.contextmanager
+def all_taps(model: nn.Module):
+    """Every :class:`SpikingModel` in ``model`` records all its taps inside the block (probing their shapes)."""
+    saved = [(m, m.kept_taps) for m in model.modules() if isinstance(m, SpikingModel)]
+    keep_taps(model, None)
+    try:
+        yield
+    finally:
+        for m, kept in saved:
+            m.kept_taps = kept
+

@@ -191,7 +191,8 @@ class SpikingPointNet(SpikingModel):
             a_feat = self.feature_transform(x)
             x = apply_transform(x, a_feat)
             aux["feature_transform"] = a_feat.mean(0)  # [B, 64, 64], the time-mean the official loss uses
-        taps = {"point_features": x}
+        taps = self.new_taps()
+        taps["point_features"] = x
         x = max_over_points(self.conv3(self.conv2(x)))
         taps["global_features"] = x
         features = self.head(x)

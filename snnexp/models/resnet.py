@@ -118,7 +118,7 @@ class SpikingResNet(SpikingModel):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         x = self.stem(self.check_sequence(x))
-        taps = {}
+        taps = self.new_taps()
         for name, stage in self.stages.items():
             x = stage(x)
             taps[name] = x

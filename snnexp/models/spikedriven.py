@@ -222,7 +222,7 @@ class SpikeDrivenTransformer(SpikingModel):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         x = self.patch_embed(self.check_sequence(x))
-        taps = {}
+        taps = self.new_taps()
         for i, block in enumerate(self.blocks, start=1):
             x = block(x)
             taps[f"block{i}"] = x

@@ -178,7 +178,8 @@ class STMixer(SpikingModel):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         x = self.patch_embed(self.check_sequence(x))
-        taps = {"patch_embed": x}
+        taps = self.new_taps()
+        taps["patch_embed"] = x
         for i, block in enumerate(self.blocks, start=1):
             x = block(x)
             taps[f"block{i}"] = x

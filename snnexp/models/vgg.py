@@ -59,7 +59,7 @@ class VGGSNN(SpikingModel):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         x = self.check_sequence(x)
-        taps = {}
+        taps = self.new_taps()
         for i, (name, layer) in enumerate(self.layers.items(), start=1):
             x = layer(x)
             taps[name] = x

@@ -114,7 +114,7 @@ class SpikingVGG16(SpikingModel):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         x = self.check_sequence(x)
-        taps = {}
+        taps = self.new_taps()
         for i, (name, block) in enumerate(self.blocks.items(), start=1):
             x = block(x)
             taps[name] = x

@@ -45,6 +45,11 @@ class Method(nn.Module):
         place (e.g. swap neurons) and returns it."""
         return model
 
+    def taps_read(self) -> frozenset[str]:
+        """The taps of the model's output that :meth:`training_step` reads, besides ``"features"`` (always kept);
+        the training forward records no others (:func:`snnexp.models.layers.keep_taps`)."""
+        return frozenset()
+
     def training_step(self, module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One training step: returns the loss and extra scalars to log under ``train/``."""
         x, y = batch

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from snnexp.errors import IncompatibleError
+from snnexp.models.layers import all_taps
 
 
 def probe_taps(model: nn.Module, datamodule, batch: int = 2, T: int = 1) -> dict[str, tuple[int, ...]]:
@@ -16,7 +17,7 @@ def probe_taps(model: nn.Module, datamodule, batch: int = 2, T: int = 1) -> dict
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), all_taps(model):
             out = model(x)
     finally:
         model.train(was_training)

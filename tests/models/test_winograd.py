@@ -54,13 +54,13 @@ def test_a_float64_model_is_untouched_and_a_float32_one_close():
 
 @needs_winograd
 def test_a_training_step_of_spiking_resnet19_matches_torch_convolutions(tmp_path):
-    """The default run (winograd on) against winograd=false: loss and every gradient within float32 rounding of
-    F(4x4, 3x3) (the spikes of a neuron whose input lies within that rounding of its threshold could flip; this
-    seed's do not)."""
+    """The default run (winograd and im2col_backward on) against both off (torch's convolutions): loss and every
+    gradient within float32 rounding of F(4x4, 3x3) (the spikes of a neuron whose input lies within that rounding
+    of its threshold could flip; this seed's do not)."""
     results = []
     for switch in ("true", "false"):
         cfg = compose_config(["model=resnet19", "data=digits", "neuron=tet_lif", "data.batch_size=4", "seed=0",
-                              f"winograd={switch}"], tmp_path / switch)
+                              f"winograd={switch}", f"im2col_backward={switch}"], tmp_path / switch)
         torch.manual_seed(0)
         _, module = build_run(cfg)
         turned = sum(type(m) is WinogradConv2d for m in module.model.modules())

@@ -47,3 +47,59 @@ def test_tap_heads_see_information_that_is_only_in_the_channels(method, model, t
             else:
                 a, b = head(pooled(informative)), head(pooled(blank))
             assert not torch.allclose(a, b), f"{method} head at {model}.{name} ignores the channels"
+
+
+def test_taps_keep_only_the_names_asked_for_and_say_so_when_one_is_missing():
+    from snnexp.models.output import Taps
+
+    taps = Taps(frozenset({"features"}))
+    taps["layer1"], taps["features"] = torch.ones(1), torch.zeros(1)
+    assert list(taps) == ["features"]
+    with pytest.raises(KeyError, match=r"'layer1' was not kept.*taps_read\(\)"):
+        taps["layer1"]
+    everything = Taps()
+    everything["layer1"] = torch.ones(1)
+    assert list(everything) == ["layer1"]
+
+
+def test_a_training_run_records_only_the_taps_its_method_reads(tmp_path):
+    """The default method reads none: the model's forward keeps "features" only, so a stage's float spikes are
+    freed once packed for the backward (a weak reference to them dies inside the forward); probing still sees every
+    tap, and keep_taps(None) brings them back."""
+    import gc
+    import weakref
+
+    from helpers.runs import compose_config
+    from snnexp.models.layers import keep_taps
+    from snnexp.train import build
+    from snnexp.training.taps import probe_taps
+
+    cfg = compose_config(["model=resnet19", "T=2", "data=digits"], tmp_path / "run")
+    datamodule, module = build(cfg)
+    assert module.model.kept_taps == frozenset({"features"})
+    assert {"layer1", "layer2", "layer3", "features"} <= set(probe_taps(module.model, datamodule))
+    assert module.model.kept_taps == frozenset({"features"})
+    stage = []
+    module.model.stages["layer1"].register_forward_hook(lambda m, args, out: stage.append(weakref.ref(out)))
+    x = torch.rand(2, *module.input_shape)
+    for kept, alive in ((frozenset({"features"}), False), (None, True)):
+        keep_taps(module.model, kept)
+        with module.spike_packing.saving():
+            output = module(x)
+        gc.collect()
+        assert list(output.taps) == (["features"] if kept else ["layer1", "layer2", "layer3", "features"])
+        assert (stage[-1]() is not None) is alive
+        del output
+
+
+@pytest.mark.parametrize("method", ["sml", "shortcut"])
+def test_a_method_that_reads_taps_has_them_kept(method, tmp_path):
+    from helpers.runs import compose_config
+    from snnexp.train import build
+
+    cfg = compose_config([f"method={method}", "T=2", "data=digits", "model=resnet19"], tmp_path / "run")
+    _, module = build(cfg)
+    read = module.method.taps_read()
+    assert read and module.model.kept_taps == read | {"features"}
+    output = module(torch.rand(2, *module.input_shape))
+    assert set(output.taps) == read | {"features"}

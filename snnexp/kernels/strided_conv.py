@@ -1,0 +1,120 @@
+"""A 3x3 stride-2 convolution (padding 1) on the CPU whose backward is two matrix products (MKL) over im2col columns.
+
+The forward is torch's (oneDNN), already close to the machine's matrix-product speed. oneDNN's backward for these
+layers runs at about 60-75% of that speed (VGGSNN's stride-2 layers at T*B = 160 on 2 cores), so the backward here
+instead unfolds the saved input into columns ``[9C, M]`` (``M = N * Ho * Wo``, in chunks of images that stay
+cache-sized), and computes
+
+* the weight gradient ``dW [K, 9C] += dY [K, M] cols^T``, and
+* the input gradient ``cols' = W^T [9C, K] dY [K, M]``, folded back into the image (the adjoint of the unfold).
+
+The im2col and fold loops are ``cuda/unfold_cpu.cpp``, built like the neuron extension
+(:func:`snnexp.kernels.cpu.load_cached`). Results equal torch's convolution up to float32 rounding (tests compare
+with float64).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import torch
+import torch.nn.functional as F
+
+from snnexp.kernels import cpu, sources
+
+SOURCE = "unfold_cpu.cpp"
+CHUNK_BYTES = 16 << 20  # the columns of one chunk of images
+MIN_CHANNELS = 16  # below this, the products are too thin to beat oneDNN
+
+
+@functools.cache
+def extension():
+    """Build (or load from the cache) and import the unfold / fold loops; raises if they cannot be built."""
+    with sources.source_dir() as cuda_dir:
+        return cpu.load_cached("snnexp_unfold_cpu", [cuda_dir / SOURCE], cflags=cpu.CFLAGS, ldflags=cpu.LDFLAGS,
+                               what="the strided convolution's im2col loops",
+                               usually="about 15 seconds on 2 idle cores")
+
+
+@functools.cache
+def available() -> bool:
+    """True when the loops build and load here; otherwise one warning with the reason, and False."""
+    return cpu.loads(extension, "the strided convolution's im2col loops", "torch's convolution backward")
+
+
+def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`conv3x3_stride2` takes this call: float32 CPU tensors outside autocast and compilation, a batch
+    of 2-d images, a ``[K, C, 3, 3]`` filter with ``C`` and ``K`` at least :data:`MIN_CHANNELS`."""
+    if x.dim() != 4 or weight.dim() != 4 or x.numel() == 0:
+        return False
+    K, C = weight.shape[:2]
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and weight.shape[2:] == (3, 3) and x.shape[1] == C and min(C, K) >= MIN_CHANNELS
+            and not torch.compiler.is_compiling() and not _cpu_autocast())
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+_buffers = threading.local()  # per thread: the flat float32 buffer of one chunk's columns, kept between calls
+
+
+def _columns(rows: int, cols: int) -> torch.Tensor:
+    """This thread's column buffer viewed as ``[rows, cols]``, grown when too small (kept between calls: fresh
+    pages fault)."""
+    held = getattr(_buffers, "held", None)
+    if held is None or held.numel() < rows * cols:
+        _buffers.held = None  # the old one goes before the new one comes
+        held = _buffers.held = torch.empty(rows * cols)
+    return held[: rows * cols].view(rows, cols)
+
+
+class Conv3x3Stride2(torch.autograd.Function):
+    """``conv2d(x, weight, bias, stride=2, padding=1)``: torch's forward, a backward by im2col products; once
+    differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, 2, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        x, grad_out, ext = x.contiguous(), grad_out.contiguous(), extension()
+        N, C, H, W = x.shape
+        K, Ho, Wo = grad_out.shape[1:]
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_x = cpu.cached_empty(x.shape) if need_x else None
+        grad_w = torch.zeros(K, 9 * C) if need_w else None
+        w = weight.reshape(K, 9 * C)
+        per_chunk = max(1, min(N, CHUNK_BYTES // (9 * C * Ho * Wo * 4)))
+        for n0 in range(0, N, per_chunk):
+            n1 = min(N, n0 + per_chunk)
+            m = (n1 - n0) * Ho * Wo
+            # dY of the chunk as [K, M]: the images' pixels side by side, as the columns are
+            dy = grad_out[n0:n1].view(n1 - n0, K, Ho * Wo).transpose(0, 1).reshape(K, m)
+            cols = _columns(9 * C, m)
+            if need_w:
+                ext.unfold3x3(x[n0:n1], cols, 2, 1)
+                grad_w.addmm_(dy, cols.t())
+            if need_x:
+                torch.mm(w.t(), dy, out=cols)
+                ext.fold3x3(cols, grad_x[n0:n1], 2, 1)
+        grad_b = grad_out.sum((0, 2, 3)) if need_b and ctx.has_bias else None
+        return grad_x, grad_w.view_as(weight) if need_w else None, grad_b
+
+
+def conv3x3_stride2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, 2, 1)``, with the im2col backward where :func:`supports` and :func:`available`
+    say so."""
+    if supports(x, weight) and available():
+        return Conv3x3Stride2.apply(x, weight, bias)
+    return F.conv2d(x, weight, bias, 2, 1)
