@@ -44,7 +44,8 @@ class SNNModule(L.LightningModule):
     def __init__(self, model: nn.Module, method: Method, num_classes: int, optimizer: Callable,
                  scheduler: Callable | None, encoder: nn.Module, T: int, input_shape: tuple[int, ...],
                  energy: tuple[float, float] = (E_MAC_PJ, E_AC_PJ), pack_spikes: bool = True,
-                 recompute_bn: bool = True, winograd: bool = True, im2col_backward: bool = True):
+                 recompute_bn: bool = True, winograd: bool = True, im2col_backward: bool = True,
+                 recompute_conv: bool = False):
         super().__init__()
         self.model = model
         if winograd:  # 3x3 convolutions on the CPU by F(4x4, 3x3): the same function, about 2x faster
@@ -68,7 +69,8 @@ class SNNModule(L.LightningModule):
         self.operations = OperationCounter(self.model)
         self.energy_pj = tuple(energy)  # (per MAC, per AC)
         # BPTT memory: saved spikes as bits, saved BatchNorm outputs recomputed
-        self.spike_packing = SpikePacking(self.model, enabled=pack_spikes, recompute=recompute_bn)
+        self.spike_packing = SpikePacking(self.model, enabled=pack_spikes, recompute=recompute_bn,
+                                          recompute_conv=recompute_conv)
         self.last_operations: dict[str, dict] = {}  # "val" / "test" / "test_T<n>" -> operations_per_sample(...)
         self.test_prefix = "test"  # "test_T<n>" while evaluating at another number of time steps
         self.last_firing_rates: dict[str, float] = {}  # the last validation pass's, over every process

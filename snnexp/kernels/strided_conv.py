@@ -1,8 +1,8 @@
 """A 3x3 stride-2 convolution (padding 1) on the CPU whose backward is two matrix products (MKL) over im2col columns.
 
 The forward is torch's (oneDNN), already close to the machine's matrix-product speed. oneDNN's backward for these
-layers runs at about 60-75% of that speed (VGGSNN's stride-2 layers at T*B = 160 on 2 cores), so the backward here
-instead unfolds the saved input into columns ``[9C, M]`` (``M = N * Ho * Wo``, in chunks of images that stay
+layers is slower: 120-250 GFLOP/s against MKL's 300 for the same products (VGGSNN's stride-2 layers at T*B = 160,
+2 cores of an AVX-512 Xeon), so the backward here instead unfolds the saved input into columns ``[9C, M]`` (``M = N * Ho * Wo``, in chunks of images that stay
 cache-sized), and computes
 
 * the weight gradient ``dW [K, 9C] += dY [K, M] cols^T``, and

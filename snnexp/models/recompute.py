@@ -1,9 +1,11 @@
-"""Tensors the backward can recompute instead of keeping: a BatchNorm's output, a residual sum.
+"""Tensors the backward can recompute instead of keeping: a BatchNorm's output, a residual sum, a convolution's.
 
 In a spiking network a neuron saves its input for the backward: a BatchNorm's output (or that plus a shortcut),
 as large as the BN's own input, which BN saves anyway. A :class:`Recipe` tagged on such a tensor says how to get
 it again, bit for bit, from what autograd keeps: ``BN(y)`` from BN's saved input ``y`` (the batch statistics are
 recomputed by the same kernel), ``a + b`` from its operands (themselves recomputable, or spikes kept as bits).
+Optionally (``recompute_conv``) a convolution's output, the input that BN saves, is tagged too: the convolution
+again on its input spikes (kept as bits), once per backward for BN and the neuron together.
 ``snnexp.training.spike_packing`` reads the tags when autograd saves a tensor; nothing here changes a result.
 """
 
@@ -28,8 +30,10 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # exact types: a
 @dataclass(eq=False)
 class Recipe:
     """``fn(*kept, *operands)`` gives the tagged tensor again. ``kept``: tensors autograd keeps anyway (a BN's
-    input and affine parameters), held as they are; ``operands``: tensors that are kept only if they can be kept
-    compactly themselves. ``version``: the tagged tensor's version when tagged (an in-place change voids it)."""
+    input and affine parameters), held as they are (or by their own recipe); ``operands``: tensors that are kept only
+    if they can be kept compactly themselves. ``version``: the tagged tensor's version when tagged (an in-place
+    change voids it). ``shared``: every saved copy of the tensor (BN's input, and the same input in the recipe of
+    BN's output) is recomputed once per backward, the result held until the last of them is used."""
 
     fn: Callable[..., torch.Tensor]
     kept: tuple[torch.Tensor, ...]
@@ -37,6 +41,7 @@ class Recipe:
     version: int
     shape: torch.Size
     stride: tuple[int, ...]
+    shared: bool = False
 
 
 @contextlib.contextmanager
@@ -50,13 +55,14 @@ def recording():
         _recording -= 1
 
 
-def tag(output: torch.Tensor, fn: Callable[..., torch.Tensor], kept=(), operands=()) -> torch.Tensor:
-    """Attach ``Recipe(fn, kept, operands)`` to ``output`` (a fresh tensor, not a view) inside :func:`recording`;
-    return ``output``."""
+def tag(output: torch.Tensor, fn: Callable[..., torch.Tensor], kept=(), operands=(), shared: bool = False
+        ) -> torch.Tensor:
+    """Attach ``Recipe(fn, kept, operands, shared=shared)`` to ``output`` (a fresh tensor, not a view) inside
+    :func:`recording`; return ``output``."""
     if not _recording:
         return output
     setattr(output, RECIPE_ATTR, Recipe(fn, tuple(kept), tuple(operands), output._version, output.shape,
-                                        output.stride()))
+                                        output.stride(), shared))
     return output
 
 
@@ -86,11 +92,36 @@ def residual_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
+SHARED_ATTR = "_snnexp_shared"  # on a recomputed tensor that other saved copies will read again: never written
+
+
 def _sum_again(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a + b`` for the backward, into ``a`` where it can (both are fresh recomputations: one buffer less)."""
-    if a.shape == b.shape and a.dtype == b.dtype:
+    """``a + b`` for the backward, into ``a`` where it can (a fresh recomputation that nothing else reads: one
+    buffer less)."""
+    if a.shape == b.shape and a.dtype == b.dtype and not getattr(root_of(a), SHARED_ATTR, False):
         return a.add_(b)
     return a + b
+
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # and their subclasses (Winograd, im2col backward, binary weights)
+
+
+def tag_convolution(module: nn.Module, args, output) -> None:
+    """Forward hook for a convolution (``recompute_conv``): tag its output as recomputable by the module's own
+    forward on the same input, which gives the same output bit for bit. The input is kept only if it is compact
+    itself (spikes as bits), so a convolution of real values still keeps its output."""
+    if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor) or output._base is not None \
+            or not output.requires_grad or not args or not isinstance(args[0], torch.Tensor):
+        return
+    params = tuple(p.detach() for p in (module.weight, module.bias) if p is not None)
+    tag(output, functools.partial(_convolve_again, module, len(params)), kept=params, operands=(args[0],),
+        shared=True)
+
+
+def _convolve_again(module: nn.Module, n_params: int, *args) -> torch.Tensor:
+    """``module``'s forward on its input (the last argument), without its hooks (a counter would count it twice);
+    the parameters before it are kept for their version check only."""
+    return module.forward(args[n_params])
 
 
 def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias, mean=None, invstd=None) -> torch.Tensor:
@@ -152,4 +183,8 @@ def tag_batch_norm(module: nn.Module, args, output) -> None:
         node = output.grad_fn
         if output.device.type == "cpu" and type(node).__name__ == "NativeBatchNormBackward0":
             stats = (node._saved_result1, node._saved_result2)  # the batch mean and invstd it normalised with
-        tag(output, functools.partial(_batch_norm_again, module.eps), kept=(args[0].detach(), weight, bias, *stats))
+        y = args[0].detach()
+        recipe = recipe_of(args[0])
+        if recipe is not None:  # a recomputable convolution output: the recipe goes with it
+            setattr(y, RECIPE_ATTR, recipe)
+        tag(output, functools.partial(_batch_norm_again, module.eps), kept=(y, weight, bias, *stats))

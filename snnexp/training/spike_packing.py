@@ -6,20 +6,23 @@ declare ``binary_spikes`` (a forward hook) and, while :meth:`SpikePacking.saving
 tensor that is such an output (or a view of one) into a ``uint8`` bit array; autograd unpacks it when the backward
 needs it. A neuron saves its input, mostly a BatchNorm's output (or a residual sum of those and spikes): with
 ``recompute=True`` such a tensor is kept as its recipe (``snnexp.models.recompute``) and recomputed from the BN's
-own saved input when the backward needs it. Both restore the original exactly, so gradients are bit-identical
-(tests).
+own saved input when the backward needs it. With ``recompute_conv=True`` that input, a convolution's output, is
+itself kept as its recipe: the convolution runs again on its input spikes (bits) in the backward, once for BN and
+the neuron together. All of them restore the original exactly, so gradients are bit-identical (tests). Within one
+forward, each tensor is packed once and each shared recipe kept once, however many times autograd saves them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import torch
 from torch import nn
 
 from snnexp.kernels import cpu as cpu_kernels
-from snnexp.models.recompute import (BATCH_NORMS, Recipe, recipe_of, recording, root_of, tag_batch_norm,
-                                     untag)
+from snnexp.models.recompute import (BATCH_NORMS, CONVOLUTIONS, SHARED_ATTR, Recipe, recipe_of, recording, root_of,
+                                     tag_batch_norm, tag_convolution, untag)
 
 _MARK = "_snnexp_binary_spikes"
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
@@ -62,24 +65,58 @@ class _Packed:
 
     __slots__ = ("bits", "shape", "dtype")
 
-    def __init__(self, x: torch.Tensor):
-        self.bits, self.shape, self.dtype = pack_bits(x), x.shape, x.dtype
+    def __init__(self, x: torch.Tensor, bits: torch.Tensor | None = None):
+        self.bits, self.shape, self.dtype = pack_bits(x) if bits is None else bits, x.shape, x.dtype
 
 
-class _Recomputed:
-    """A saved tensor as its recipe: the kept tensors (with their versions), the operands compacted, and the view
-    of the recomputed tensor that was saved."""
+class _Memo:
+    """What one forward has already kept compactly, so that a tensor saved twice (a convolution's input spikes and a
+    recipe's operand; a convolution's output as BN's input and in the recipe of BN's output) is kept once. Entries
+    hold a weak reference to their tensor (or recipe), so a freed one whose address comes again is not mistaken for
+    it."""
 
-    __slots__ = ("fn", "kept", "versions", "operands", "layout", "view")
+    def __init__(self):
+        self.bits: dict[int, tuple] = {}
+        self.roots: dict[int, tuple] = {}
 
-    def __init__(self, x: torch.Tensor, recipe: Recipe, operands: list):
-        self.fn, self.operands = recipe.fn, operands
-        self.kept = [_Packed(t) if _is_spikes(t) else t for t in recipe.kept]  # a BN right after a neuron
+    def packed(self, x: torch.Tensor) -> _Packed:
+        root = root_of(x)
+        key = (root._version, x.storage_offset(), x.numel())
+        entry = self.bits.get(id(root))
+        if entry is not None and entry[0]() is root and entry[1] == key:
+            return _Packed(x, entry[2])
+        packed = _Packed(x)
+        self.bits[id(root)] = (weakref.ref(root), key, packed.bits)
+        return packed
+
+    def root(self, recipe: Recipe, make) -> _Root:
+        """The one recomputation of a shared ``recipe`` (``make()`` builds it the first time); a recipe that is not
+        shared gets a recomputation of its own."""
+        if not recipe.shared:
+            return make()
+        entry = self.roots.get(id(recipe))
+        if entry is not None and entry[0]() is recipe:
+            return entry[1]
+        root = make()
+        if root is not None:
+            self.roots[id(recipe)] = (weakref.ref(recipe), root)
+        return root
+
+
+class _Root:
+    """A tagged tensor as its recipe: the kept tensors (with their versions) and operands, compacted. A shared one
+    keeps its recomputation once made, for the other saved copies (freed with the last of them)."""
+
+    __slots__ = ("fn", "kept", "versions", "operands", "layout", "shared", "result")
+
+    def __init__(self, recipe: Recipe, kept: list, operands: list):
+        self.fn, self.kept, self.operands, self.shared, self.result = recipe.fn, kept, operands, recipe.shared, None
         self.versions = [t._version if isinstance(t, torch.Tensor) else None for t in self.kept]
         self.layout = (recipe.shape, recipe.stride)
-        self.view = None if x._base is None else (x.shape, x.stride(), x.storage_offset())
 
     def restore(self) -> torch.Tensor:
+        if self.result is not None:
+            return self.result
         for t, version in zip(self.kept, self.versions):
             if isinstance(t, torch.Tensor) and t._version != version:
                 raise RuntimeError("a tensor needed to recompute a saved BatchNorm output was modified in place "
@@ -89,6 +126,23 @@ class _Recomputed:
         shape, stride = self.layout
         if root.stride() != stride:  # the same values in the forward's memory layout, for the saved view
             root = torch.empty_strided(shape, stride, dtype=root.dtype, device=root.device).copy_(root)
+        if self.shared:
+            setattr(root, SHARED_ATTR, True)  # read again by the other copies: nothing may write into it
+            self.result = root
+        return root
+
+
+class _Recomputed:
+    """A saved tensor as its recipe's recomputation and the view of it that was saved."""
+
+    __slots__ = ("root", "view")
+
+    def __init__(self, x: torch.Tensor, root: _Root):
+        self.root = root
+        self.view = None if x._base is None else (x.shape, x.stride(), x.storage_offset())
+
+    def restore(self) -> torch.Tensor:
+        root = self.root.restore()
         return root if self.view is None else root.as_strided(*self.view)
 
 
@@ -97,18 +151,41 @@ def _is_spikes(x) -> bool:
         and x.is_contiguous()
 
 
-def _compact(x: torch.Tensor, recompute: bool):
+def _compact(x: torch.Tensor, recompute: bool, memo: _Memo):
     """``x`` as bits (binary spikes) or as its recipe (with ``recompute``), or None where neither applies."""
     if _is_spikes(x):
-        return _Packed(x)
+        return memo.packed(x)
     recipe = recipe_of(x) if recompute else None
     if recipe is None:
         return None
-    operands = [_compact(o, recompute) for o in recipe.operands]
-    if any(o is None for o in operands):
+    root = memo.root(recipe, lambda: _root_of_recipe(recipe, recompute, memo))
+    if root is None:
         untag(x)  # x is kept as it is: let its operands go
         return None
-    return _Recomputed(x, recipe, operands)
+    return _Recomputed(x, root)
+
+
+def _root_of_recipe(recipe: Recipe, recompute: bool, memo: _Memo) -> _Root | None:
+    operands = [_compact(o, recompute, memo) for o in recipe.operands]
+    if any(o is None for o in operands):
+        return None
+    kept = [_compact_kept(t, recompute, memo) for t in recipe.kept]  # a BN right after a neuron, or a convolution
+    return _Root(recipe, kept, operands)
+
+
+def _compact_kept(t, recompute: bool, memo: _Memo):
+    """A recipe's kept tensor: as bits if spikes, by its own shared recipe if it has one (a convolution's output),
+    else as it is."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    if _is_spikes(t):
+        return memo.packed(t)
+    recipe = recipe_of(t) if recompute else None
+    if recipe is not None and recipe.shared:
+        compact = _compact(t, recompute, memo)
+        if compact is not None:
+            return compact
+    return t
 
 
 def _unpack(saved):
@@ -123,19 +200,23 @@ def _mark(module: nn.Module, args, output) -> None:
 
 
 class SpikePacking:
-    """Marks the outputs of ``model``'s binary-spike neurons (``enabled``) and tags its exact ``nn.BatchNorm*d``
-    outputs as recomputable (``recompute``); :meth:`saving` keeps them compactly when autograd saves them."""
+    """Marks the outputs of ``model``'s binary-spike neurons (``enabled``), tags its exact ``nn.BatchNorm*d``
+    outputs as recomputable (``recompute``) and its convolutions' outputs too (``recompute_conv``, with
+    ``recompute``); :meth:`saving` keeps them compactly when autograd saves them."""
 
-    def __init__(self, model: nn.Module, enabled: bool = True, recompute: bool = False):
+    def __init__(self, model: nn.Module, enabled: bool = True, recompute: bool = False, recompute_conv: bool = False):
         self.recompute = recompute
+        self._memo = _Memo()
         marks = [m.register_forward_hook(_mark) for m in model.modules()
                  if enabled and getattr(m, "binary_spikes", False)]
         tags = [m.register_forward_hook(tag_batch_norm) for m in model.modules()
                 if recompute and type(m) in BATCH_NORMS]
+        tags += [m.register_forward_hook(tag_convolution) for m in model.modules()
+                 if recompute and recompute_conv and isinstance(m, CONVOLUTIONS)]
         self._handles = marks + tags
 
     def _pack(self, x: torch.Tensor):
-        compact = _compact(x, self.recompute)
+        compact = _compact(x, self.recompute, self._memo)
         return x if compact is None else compact
 
     @contextlib.contextmanager
@@ -143,9 +224,13 @@ class SpikePacking:
         """Keep the marked spikes and tagged outputs compactly while autograd saves them inside the block (the
         forward of a training step)."""
         if self._handles:
-            with torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack), \
-                    (recording() if self.recompute else contextlib.nullcontext()):
-                yield
+            self._memo = _Memo()
+            try:
+                with torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack), \
+                        (recording() if self.recompute else contextlib.nullcontext()):
+                    yield
+            finally:
+                self._memo = _Memo()  # the forward's entries go: the backward holds what it needs
         else:
             yield
         # the CPU neurons' cached free buffers are the forward's spikes, freed once packed: kept through the

@@ -1,6 +1,7 @@
-"""Saved spikes as bits and saved BatchNorm outputs as recipes (snnexp/training/spike_packing.py): the round trip is
-exact, a training step's gradients are bit-identical with and without them, only binary neurons' outputs are
-packed, the bytes autograd keeps for the spikes shrink 32-fold and the neurons' saved inputs are not kept."""
+"""Saved spikes as bits and saved BatchNorm (and, optionally, convolution) outputs as recipes
+(snnexp/training/spike_packing.py): the round trip is exact, a training step's gradients are bit-identical with and
+without them, only binary neurons' outputs are packed, the bytes autograd keeps for the spikes shrink 32-fold, the
+neurons' saved inputs are not kept, and with recompute_conv neither are the convolutions' outputs."""
 
 from __future__ import annotations
 
@@ -56,9 +57,10 @@ def gradients(overrides: list[str], pack: bool, tmp_path, recompute: bool = Fals
     packed = []
     original_init = spike_packing._Packed.__init__
 
-    def counting_init(self, tensor):
-        original_init(self, tensor)
-        packed.append((tensor.numel() * tensor.element_size(), self.bits.numel()))
+    def counting_init(self, tensor, bits=None):
+        original_init(self, tensor, bits)
+        if bits is None:  # packed now, not shared with an earlier save of the same spikes
+            packed.append((tensor.numel() * tensor.element_size(), self.bits.numel()))
 
     spike_packing._Packed.__init__ = counting_init
     try:
@@ -142,6 +144,57 @@ def test_recomputed_batchnorm_outputs_give_bit_identical_gradients_and_are_not_k
     assert bytes_on < 0.6 * bytes_off
 
 
+@pytest.mark.parametrize("overrides", [["model=resnet19", "data=digits", "neuron=tet_lif"],
+                                       ["model=vggsnn", "data=digits", "neuron=tet_lif"]])
+def test_recomputed_convolution_outputs_give_bit_identical_gradients_and_are_not_kept(overrides, tmp_path,
+                                                                                       monkeypatch):
+    """recompute_conv: every convolution whose input is spikes runs again in the backward, once (for BN's input
+    and the recipe of BN's output together), and the gradients are those of the plain step bit for bit; what
+    autograd keeps as float tensors is then only the stem's output (its input is the image)."""
+    from snnexp.models import recompute
+
+    plain, _ = gradients(overrides, False, tmp_path / "plain", recompute=False)
+    calls = []
+    convolve = recompute._convolve_again
+    monkeypatch.setattr(recompute, "_convolve_again", lambda module, *args: calls.append(module) or
+                        convolve(module, *args))
+    compact, _ = gradients([*overrides, "recompute_conv=true"], True, tmp_path / "compact", recompute=True)
+    assert plain.keys() == compact.keys()
+    for name in plain:
+        assert torch.equal(plain[name], compact[name]), name
+    assert calls and len(calls) == len(set(map(id, calls)))  # each convolution once
+    kept = {}
+    for conv in (False, True):
+        cfg = compose_config(["data.batch_size=4", "seed=0", f"recompute_conv={str(conv).lower()}", *overrides],
+                             tmp_path / f"kept{conv}")
+        torch.manual_seed(0)
+        _, module = build(cfg)
+        x, y = torch.rand(4, *module.input_shape), torch.arange(4) % module.num_classes
+        kept[conv] = convolution_outputs_kept(module, x, y)
+        if conv:
+            convolutions = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+            assert len(calls) == len(convolutions) - 1  # all but the stem, which convolves the image
+    assert kept[False] > 3 and kept[True] == 1  # the stem's output only
+
+
+def convolution_outputs_kept(module, x, y) -> int:
+    """How many convolution outputs autograd keeps as float tensors in one forward of ``module``."""
+    kept = []
+    pack = module.spike_packing._pack
+
+    def counting(t):
+        out = pack(t)
+        if isinstance(out, torch.Tensor) and any(k in type(t.grad_fn).__name__ for k in ("Conv", "Winograd")):
+            kept.append(out)
+        return out
+
+    module.spike_packing._pack = counting
+    with module.spike_packing.saving():
+        module.method.loss(module(x), y)
+    del module.spike_packing._pack
+    return len({t.untyped_storage().data_ptr() for t in kept})
+
+
 def conv_bn_lif(residual: bool):
     from snnexp.models.layers import SeqToBatch
     from snnexp.models.recompute import residual_add
@@ -214,7 +267,7 @@ def test_an_output_changed_in_place_is_kept_as_it_is_and_a_changed_input_is_an_e
         saved = packing._pack(kept[:, :2])  # a view: restored as the same view of the recomputation
     assert torch.equal(saved.restore(), kept[:, :2])
     with torch.no_grad():
-        saved.kept[0].add_(1)  # BN's input changed after the forward: recomputing would be wrong
+        saved.root.kept[0].add_(1)  # BN's input changed after the forward: recomputing would be wrong
     with pytest.raises(RuntimeError, match="modified in place after the forward"):
         saved.restore()
 
