@@ -178,6 +178,15 @@ def empty_cache() -> None:
         extension().pool_release()
 
 
+def autocast_on() -> bool:
+    """Whether CPU autocast is on (mixed precision: torch's convolutions then run in its lower precision, so snnexp's
+    float32 convolution kernels step aside)."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 def cached_empty(shape) -> torch.Tensor:
     """An uninitialised, contiguous float32 CPU tensor of ``shape`` that, from 1 MiB on, comes from (and returns to)
     the output-buffer cache once the extension is loaded (a buffer is no reason to build it): a large tensor made at

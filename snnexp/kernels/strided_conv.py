@@ -51,14 +51,7 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
     K, C = weight.shape[:2]
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and weight.shape[2:] == (3, 3) and x.shape[1] == C and min(C, K) >= MIN_CHANNELS
-            and not torch.compiler.is_compiling() and not _cpu_autocast())
-
-
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+            and not torch.compiler.is_compiling() and not cpu.autocast_on())
 
 
 _buffers = threading.local()  # per thread: the flat float32 buffer of one chunk's columns, kept between calls

@@ -64,15 +64,7 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
     tile_use = H * W / (16 * _ceil_div(H, 4) * _ceil_div(W, 4))
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and weight.shape[2:] == (3, 3) and x.shape[1] == C and min(C, K) >= MIN_CHANNELS
-            and tile_use >= MIN_TILE_USE and not torch.compiler.is_compiling() and not _cpu_autocast())
-
-
-def _cpu_autocast() -> bool:
-    """Whether CPU autocast is on (mixed precision: torch's convolution then runs in its lower precision)."""
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+            and tile_use >= MIN_TILE_USE and not torch.compiler.is_compiling() and not cpu.autocast_on())
 
 
 @functools.cache

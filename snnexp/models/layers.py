@@ -96,6 +96,17 @@ def image_shape(input_shape, model: str) -> tuple[int, int, int]:
     return tuple(int(s) for s in input_shape)
 
 
+def retype(model: nn.Module, convertible, cls: type) -> int:
+    """Turn every module of ``model`` for which ``convertible(module)`` holds into ``cls`` in place (a subclass with
+    the same parameters and state dict, computing otherwise); returns how many."""
+    converted = 0
+    for module in model.modules():
+        if convertible(module):
+            module.__class__ = cls
+            converted += 1
+    return converted
+
+
 def keep_taps(model: nn.Module, names) -> None:
     """Make every :class:`SpikingModel` in ``model`` record only the taps ``names`` (None: all of them) from now on."""
     kept = None if names is None else frozenset(names)

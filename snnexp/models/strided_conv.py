@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from snnexp.kernels import strided_conv
+from snnexp.models.layers import retype
 
 
 class Stride2Conv2d(nn.Conv2d):
@@ -33,9 +34,4 @@ def convertible(module: nn.Module) -> bool:
 
 def use_im2col_backward(model: nn.Module) -> int:
     """Turn ``model``'s convertible convolutions into :class:`Stride2Conv2d` in place; returns how many."""
-    converted = 0
-    for module in model.modules():
-        if convertible(module):
-            module.__class__ = Stride2Conv2d
-            converted += 1
-    return converted
+    return retype(model, convertible, Stride2Conv2d)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from snnexp.kernels import winograd
+from snnexp.models.layers import retype
 
 
 class WinogradConv2d(nn.Conv2d):
@@ -30,9 +31,4 @@ def convertible(module: nn.Module) -> bool:
 
 def use_winograd(model: nn.Module) -> int:
     """Turn ``model``'s convertible convolutions into :class:`WinogradConv2d` in place; returns how many."""
-    converted = 0
-    for module in model.modules():
-        if convertible(module):
-            module.__class__ = WinogradConv2d
-            converted += 1
-    return converted
+    return retype(model, convertible, WinogradConv2d)
