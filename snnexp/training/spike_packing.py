@@ -119,8 +119,9 @@ class _Root:
             return self.result
         for t, version in zip(self.kept, self.versions):
             if isinstance(t, torch.Tensor) and t._version != version:
-                raise RuntimeError("a tensor needed to recompute a saved BatchNorm output was modified in place "
-                                   "after the forward (set recompute_bn=false to keep the outputs instead)")
+                raise RuntimeError("a tensor needed to recompute a saved BatchNorm or convolution output was "
+                                   "modified in place after the forward (set recompute_bn=false, or "
+                                   "recompute_conv=false, to keep the outputs instead)")
         with torch.no_grad():
             root = self.fn(*(_unpack(k) for k in self.kept), *(_unpack(o) for o in self.operands))
         shape, stride = self.layout
