@@ -16,7 +16,6 @@ with float64).
 from __future__ import annotations
 
 import functools
-import threading
 
 import torch
 import torch.nn.functional as F
@@ -54,17 +53,9 @@ def supports(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling() and not cpu.autocast_on())
 
 
-_buffers = threading.local()  # per thread: the flat float32 buffer of one chunk's columns, kept between calls
-
-
 def _columns(rows: int, cols: int) -> torch.Tensor:
-    """This thread's column buffer viewed as ``[rows, cols]``, grown when too small (kept between calls: fresh
-    pages fault)."""
-    held = getattr(_buffers, "held", None)
-    if held is None or held.numel() < rows * cols:
-        _buffers.held = None  # the old one goes before the new one comes
-        held = _buffers.held = torch.empty(rows * cols)
-    return held[: rows * cols].view(rows, cols)
+    """A work buffer viewed as ``[rows, cols]``, of one size every call where the chunk fits (a cache hit)."""
+    return cpu.scratch("im2col columns", max(rows * cols, CHUNK_BYTES // 4))[: rows * cols].view(rows, cols)
 
 
 class Conv3x3Stride2(torch.autograd.Function):

@@ -18,7 +18,6 @@ are most of a spiking ResNet's training step there.
 from __future__ import annotations
 
 import functools
-import threading
 
 import torch
 import torch.nn.functional as F
@@ -107,29 +106,17 @@ def _chunks(x: torch.Tensor, channels: int):
     return max(1, min(x.shape[0], CHUNK_BYTES // (36 * tiles * channels * 4))), tiles
 
 
-_buffers = threading.local()  # per thread: the two flat float32 buffers of the transformed tiles, kept between calls
-
-
-def _buffer(which: int, numel: int) -> torch.Tensor:
-    """Flat buffer ``which`` (0 or 1) of this thread, grown to at least ``numel`` floats. Kept between calls rather
-    than allocated by each: fresh pages fault, and glibc's heap keeps the freed blocks of varying sizes around."""
-    held = getattr(_buffers, "held", None)
-    if held is None:
-        held = _buffers.held = [torch.empty(0), torch.empty(0)]
-    if held[which].numel() < numel:
-        held[which] = torch.empty(0)  # the old one goes before the new one comes
-        held[which] = torch.empty(numel)
-    return held[which]
-
-
 class _Workspace:
-    """The transformed tiles of one chunk of images: ``tiles(which, images, channels)`` views one of this thread's
-    two flat buffers as a contiguous ``[36, images * tiles_per_image, channels]``."""
+    """The transformed tiles of one chunk of images: ``tiles(which, images, channels)`` views one of its two work
+    buffers (:func:`snnexp.kernels.cpu.scratch`, back to the buffer cache after the call) as a contiguous
+    ``[36, images * tiles_per_image, channels]``."""
 
     def __init__(self, x: torch.Tensor, channels: int, other_channels: int):
         self.per_chunk, self.tiles_per_image = _chunks(x, max(channels, other_channels))
         size = 36 * self.per_chunk * self.tiles_per_image
-        self.buffers = (_buffer(0, size * channels), _buffer(1, size * other_channels))
+        floats = CHUNK_BYTES // 4  # one size every call, so that the buffer cache always has it
+        self.buffers = (cpu.scratch("winograd tiles", max(floats, size * channels)),
+                        cpu.scratch("winograd products", max(floats, size * other_channels)))
 
     def tiles(self, which: int, images: int, channels: int) -> torch.Tensor:
         rows = images * self.tiles_per_image

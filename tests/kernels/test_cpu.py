@@ -4,6 +4,7 @@ allocator), and the fallback with one warning without a C++ compiler."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -164,6 +165,37 @@ def test_cached_empty_tensors_come_from_and_return_to_the_cache(torch_allocator)
     del second, small
     cpu.empty_cache()
     assert cpu.cache_stats()["cached_bytes"] == 0
+
+
+@needs_host_build
+def test_scratch_buffers_go_back_to_the_cache_between_calls(torch_allocator, monkeypatch):
+    """Winograd's tiles and the im2col columns: with the extension loaded a work buffer comes from the cache and
+    returns to it when dropped (its pages free for other tensors between calls); before the extension is loaded, a
+    thread's buffer per slot is kept between calls and grown when too small."""
+    assert cpu.available()
+    cpu.empty_cache()
+    work = cpu.scratch("tiles", 1 << 20)  # 4 MiB
+    ptr, reused = work.data_ptr(), cpu.cache_stats()["reused"]
+    assert work.shape == (1 << 20,) and work.dtype == torch.float32
+    del work
+    assert cpu.cache_stats()["cached_bytes"] == 4 << 20
+    again = cpu.scratch("columns", 1 << 20)
+    assert again.data_ptr() == ptr and cpu.cache_stats()["reused"] == reused + 1
+    del again
+    cpu.empty_cache()
+
+    class NotLoaded:
+        @staticmethod
+        def cache_info():
+            return functools._CacheInfo(0, 0, 1, 0)
+
+    monkeypatch.setattr(cpu, "extension", NotLoaded)
+    first = cpu.scratch("tiles", 1000)
+    kept = first.data_ptr()
+    del first
+    assert cpu.scratch("tiles", 800).data_ptr() == kept  # kept, and a smaller request fits
+    assert cpu.scratch("columns", 800).data_ptr() != kept  # another slot, another buffer
+    assert cpu.scratch("tiles", 5000).numel() == 5000  # grown
 
 
 @needs_host_build
