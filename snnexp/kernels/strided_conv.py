@@ -2,8 +2,8 @@
 
 The forward is torch's (oneDNN), already close to the machine's matrix-product speed. oneDNN's backward for these
 layers is slower: 120-250 GFLOP/s against MKL's 300 for the same products (VGGSNN's stride-2 layers at T*B = 160,
-2 cores of an AVX-512 Xeon), so the backward here instead unfolds the saved input into columns ``[9C, M]`` (``M = N * Ho * Wo``, in chunks of images that stay
-cache-sized), and computes
+2 cores of an AVX-512 Xeon), so the backward here instead unfolds the saved input into columns ``[9C, M]``
+(``M = N * Ho * Wo``, in chunks of images that stay cache-sized), and computes
 
 * the weight gradient ``dW [K, 9C] += dY [K, M] cols^T``, and
 * the input gradient ``cols' = W^T [9C, K] dY [K, M]``, folded back into the image (the adjoint of the unfold).
