@@ -30,9 +30,9 @@ Entries:
 * ``snnexp (reuse heap)``: ``reuse_heap=true cache_cpu_tensors=false``: glibc keeps freed blocks up to 1 GiB in
   the heap for reuse (``snnexp.kernels.heap``) instead of a fresh mapping per large tensor; the step's peak memory
   is higher (the heap fragments), which is why it is not the default.
-* ``snnexp (recompute conv)``: ``recompute_conv=true``: the convolutions' outputs that BN saves are recomputed in
-  the backward from their input spikes (kept as bits) instead of kept: one convolution forward more per layer, for
-  the smallest peak memory.
+* ``snnexp (recompute conv)``: ``recompute_conv=all``: every convolution's output that BN saves is recomputed in
+  the backward from its input (spikes kept as bits) instead of kept (the default recomputes only the cheap ones: the
+  encoding layer, 1x1 shortcuts): one convolution forward more per layer, for the smallest peak memory.
 * ``SpikingJelly 2.0``: the same layout from ``spikingjelly.activation_based`` layers in multi-step mode,
   ``neuron.LIFNode`` with the snnexp neuron's tau / threshold / reset / surrogate / detach_reset / decay_input
   (PiecewiseQuadratic(1/g) is snnexp's Triangle(g)), the same loss, ``functional.reset_net`` after each step.
@@ -67,11 +67,11 @@ TORCH_CONV = "snnexp (torch convolutions)"  # every convolution by torch (oneDNN
 PLAIN = "snnexp (plain saving)"  # pack_spikes=false recompute_bn=false: autograd keeps what each op saves
 NO_CACHE = "snnexp (torch's allocator)"  # cache_cpu_tensors=false: torch's large tensors from glibc, page-faulting
 REUSE_HEAP = "snnexp (reuse heap)"  # reuse_heap=true: glibc keeps freed large blocks for reuse (more memory)
-RECOMPUTE_CONV = "snnexp (recompute conv)"  # recompute_conv=true: conv outputs recomputed in the backward (memory)
+RECOMPUTE_CONV = "snnexp (recompute conv)"  # recompute_conv=all: all conv outputs recomputed in the backward
 ENTRIES = ("snnexp", TORCH_CONV, PLAIN, NO_CACHE, REUSE_HEAP, RECOMPUTE_CONV, "SpikingJelly 2.0")
 OVERRIDES = {TORCH_CONV: ["winograd=false", "im2col_backward=false"], NO_CACHE: ["cache_cpu_tensors=false"],
              REUSE_HEAP: ["reuse_heap=true", "cache_cpu_tensors=false"],
-             RECOMPUTE_CONV: ["recompute_conv=true"]}  # entry -> its snnexp overrides
+             RECOMPUTE_CONV: ["recompute_conv=all"]}  # entry -> its snnexp overrides
 # model -> (T, batch)
 SIZES = {"resnet19": (4, 16), "vggsnn": (10, 16)}
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}

@@ -103,7 +103,7 @@ class TrainConfig:
     bn_warm_start: bool = True  # BatchNorm running statistics: plain average of the first 1/momentum batches
     pack_spikes: bool = True  # BPTT memory: binary spikes saved for the backward kept as bits (exact gradients)
     recompute_bn: bool = True  # BPTT memory: BN outputs a neuron saves recomputed in the backward (exact gradients)
-    recompute_conv: bool = False  # BPTT memory: conv outputs BN saves recomputed from the input spikes (exact, slower)
+    recompute_conv: str = "cheap"  # BPTT memory: conv outputs BN saves recomputed in the backward: none | cheap | all
     winograd: bool = True  # CPU speed: 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3) (float32 rounding ~1e-5)
     im2col_backward: bool = True  # CPU speed: 3x3 stride-2 convolutions' backward as im2col matrix products
     cache_cpu_tensors: bool = True  # CPU speed: torch's large CPU tensors from snnexp's buffer cache (no page faults)

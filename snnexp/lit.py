@@ -45,7 +45,7 @@ class SNNModule(L.LightningModule):
                  scheduler: Callable | None, encoder: nn.Module, T: int, input_shape: tuple[int, ...],
                  energy: tuple[float, float] = (E_MAC_PJ, E_AC_PJ), pack_spikes: bool = True,
                  recompute_bn: bool = True, winograd: bool = True, im2col_backward: bool = True,
-                 recompute_conv: bool = False):
+                 recompute_conv: str = "cheap"):
         super().__init__()
         self.model = model
         if winograd:  # 3x3 convolutions on the CPU by F(4x4, 3x3): the same function, about 2x faster

@@ -77,7 +77,7 @@ def build(cfg: DictConfig):
                        scheduler=checked_instantiate(cfg.scheduler, "scheduler"), encoder=make_encoder(cfg.encoder), T=T,
                        input_shape=datamodule.input_shape, energy=(cfg.energy.e_mac, cfg.energy.e_ac),
                        pack_spikes=cfg.get("pack_spikes", True), recompute_bn=cfg.get("recompute_bn", True),
-                       recompute_conv=cfg.get("recompute_conv", False),
+                       recompute_conv=cfg.get("recompute_conv", "cheap"),
                        winograd=cfg.get("winograd", True), im2col_backward=cfg.get("im2col_backward", True))
     if cfg.get("cache_cpu_tensors", True) and trains_on_cpu(cfg.trainer):
         heap.cache_torch_tensors()

@@ -4,8 +4,9 @@ In a spiking network a neuron saves its input for the backward: a BatchNorm's ou
 as large as the BN's own input, which BN saves anyway. A :class:`Recipe` tagged on such a tensor says how to get
 it again, bit for bit, from what autograd keeps: ``BN(y)`` from BN's saved input ``y`` (the batch statistics are
 recomputed by the same kernel), ``a + b`` from its operands (themselves recomputable, or spikes kept as bits).
-Optionally (``recompute_conv``) a convolution's output, the input that BN saves, is tagged too: the convolution
-again on its input spikes (kept as bits), once per backward for BN and the neuron together.
+A convolution's output, the input that BN saves, can be tagged too (``recompute_conv``): the convolution again on
+its input (spikes kept as bits, or the tensor it keeps anyway), once per backward for BN and the neuron together;
+by default only where that is cheap (:func:`cheap_convolutions`).
 ``snnexp.training.spike_packing`` reads the tags when autograd saves a tensor; nothing here changes a result.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -104,24 +106,54 @@ def _sum_again(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # and their subclasses (Winograd, im2col backward, binary weights)
+CHEAP_FRACTION = 16  # recompute_conv=cheap: convolutions that take at most 1/16 of the costliest's work per output
+
+
+def cheap_convolutions(model: nn.Module) -> list[nn.Module]:
+    """The convolutions of ``model`` whose outputs cost little to compute again next to the memory they free: at
+    most 1/:data:`CHEAP_FRACTION` of the multiply-adds per output value of its costliest convolution. In ResNet-19
+    those are the encoding layer on RGB (27 per value) and the 1x1 shortcuts (64-256) against 4608 for a 3x3
+    convolution over 512 channels; where 1x1 convolutions do the work (PointNet, a transformer's MLP) they are not
+    cheap, and only an encoding layer on a few input channels is."""
+    convolutions = [m for m in model.modules() if isinstance(m, CONVOLUTIONS)]
+    work = [m.in_channels // m.groups * math.prod(m.kernel_size) for m in convolutions]
+    return [m for m, w in zip(convolutions, work) if w * CHEAP_FRACTION <= max(work)]
 
 
 def tag_convolution(module: nn.Module, args, output) -> None:
     """Forward hook for a convolution (``recompute_conv``): tag its output as recomputable by the module's own
-    forward on the same input, which gives the same output bit for bit. The input is kept only if it is compact
-    itself (spikes as bits), so a convolution of real values still keeps its output."""
+    forward on the same input, which gives the same output bit for bit. Where the weight has a gradient the
+    convolution keeps its input anyway, and the recipe keeps it too (spikes as bits, real values as they are);
+    else the input is kept only if it is compact itself, and a convolution of real values keeps its output."""
     if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor) or output._base is not None \
             or not output.requires_grad or not args or not isinstance(args[0], torch.Tensor):
         return
     params = tuple(p.detach() for p in (module.weight, module.bias) if p is not None)
-    tag(output, functools.partial(_convolve_again, module, len(params)), kept=params, operands=(args[0],),
-        shared=True)
+    x, keeps_input = args[0], module.weight.requires_grad
+    again = functools.partial(_convolve_again, module, len(params), output.device.type,
+                              autocast_dtype(output.device.type))
+    tag(output, again, kept=params + ((x,) if keeps_input else ()), operands=() if keeps_input else (x,), shared=True)
 
 
-def _convolve_again(module: nn.Module, n_params: int, *args) -> torch.Tensor:
-    """``module``'s forward on its input (the last argument), without its hooks (a counter would count it twice);
-    the parameters before it are kept for their version check only."""
-    return module.forward(args[n_params])
+def _convolve_again(module: nn.Module, n_params: int, device_type: str, precision: torch.dtype | None,
+                    *args) -> torch.Tensor:
+    """``module``'s forward on its input (the last argument) under the forward's autocast ``precision`` (None:
+    off), without its hooks (a counter would count it twice); the parameters before it are kept for their version
+    check only."""
+    with torch.autocast(device_type, dtype=precision, enabled=precision is not None):
+        return module.forward(args[n_params])
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The lower precision autocast computes in on ``device_type`` now, or None where autocast is off."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
 
 
 def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias, mean=None, invstd=None) -> torch.Tensor:

@@ -1,15 +1,17 @@
 """What BPTT keeps for the backward, kept small: binary spikes as bits, BatchNorm outputs as a recipe.
 
-A conv or linear layer saves its input for the weight gradient; in a spiking network that input is mostly the
-spikes of the neuron before it, ``{0, 1}`` in float32. :class:`SpikePacking` marks the outputs of neurons that
-declare ``binary_spikes`` (a forward hook) and, while :meth:`SpikePacking.saving` is active, packs every saved
-tensor that is such an output (or a view of one) into a ``uint8`` bit array; autograd unpacks it when the backward
-needs it. A neuron saves its input, mostly a BatchNorm's output (or a residual sum of those and spikes): with
-``recompute=True`` such a tensor is kept as its recipe (``snnexp.models.recompute``) and recomputed from the BN's
-own saved input when the backward needs it. With ``recompute_conv=True`` that input, a convolution's output, is
-itself kept as its recipe: the convolution runs again on its input spikes (bits) in the backward, once for BN and
-the neuron together. All of them restore the original exactly, so gradients are bit-identical (tests). Within one
-forward, each tensor is packed once and each shared recipe kept once, however many times autograd saves them.
+A conv or linear layer saves its input for the weight gradient; in a spiking network that input is mostly the spikes
+of the neuron before it, ``{0, 1}`` in float32. :class:`SpikePacking` marks the outputs of neurons that declare
+``binary_spikes`` (a forward hook) and, while :meth:`SpikePacking.saving` is active, packs every saved tensor that
+is such an output (or a view of one) into a ``uint8`` bit array; autograd unpacks it when the backward needs it. A
+neuron saves its input, mostly a BatchNorm's output (or a residual sum of those and spikes): with ``recompute=True``
+such a tensor is kept as its recipe (``snnexp.models.recompute``) and recomputed from the BN's own saved input when
+the backward needs it. With ``recompute_conv`` that input, a convolution's output, is itself kept as its recipe: the
+convolution runs again on its input (spikes as bits) in the backward, once for BN and the neuron together;
+``"cheap"`` (the default) does so for the convolutions that cost little to run again next to the model's costliest
+(1x1 shortcuts, encoding layers), ``"all"`` for every one. All of them restore the original exactly, so gradients
+are bit-identical (tests). Within one forward, each tensor is packed once and each shared recipe kept once, however
+many times autograd saves them.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import weakref
 import torch
 from torch import nn
 
+from snnexp.errors import ConfigValueError
 from snnexp.kernels import cpu as cpu_kernels
-from snnexp.models.recompute import (BATCH_NORMS, CONVOLUTIONS, SHARED_ATTR, Recipe, recipe_of, recording, root_of,
-                                     tag_batch_norm, tag_convolution, untag)
+from snnexp.models.recompute import (BATCH_NORMS, CONVOLUTIONS, SHARED_ATTR, Recipe, cheap_convolutions, recipe_of,
+                                     recording, root_of, tag_batch_norm, tag_convolution, untag)
 
 _MARK = "_snnexp_binary_spikes"
+RECOMPUTE_CONV = ("none", "cheap", "all")  # which convolutions' outputs are recomputed in the backward
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
 
 
@@ -175,14 +179,13 @@ def _root_of_recipe(recipe: Recipe, recompute: bool, memo: _Memo) -> _Root | Non
 
 
 def _compact_kept(t, recompute: bool, memo: _Memo):
-    """A recipe's kept tensor: as bits if spikes, by its own shared recipe if it has one (a convolution's output),
-    else as it is."""
+    """A recipe's kept tensor: as bits if spikes, by its own recipe if it has one (a convolution's output as BN's
+    input, a BN's output as a convolution's), else as it is."""
     if not isinstance(t, torch.Tensor):
         return t
     if _is_spikes(t):
         return memo.packed(t)
-    recipe = recipe_of(t) if recompute else None
-    if recipe is not None and recipe.shared:
+    if recompute and recipe_of(t) is not None:
         compact = _compact(t, recompute, memo)
         if compact is not None:
             return compact
@@ -200,20 +203,32 @@ def _mark(module: nn.Module, args, output) -> None:
         setattr(root_of(output), _MARK, True)
 
 
+def recompute_conv_mode(value) -> str:
+    """``value`` as one of :data:`RECOMPUTE_CONV` (``true`` / ``false`` read as ``all`` / ``none``)."""
+    mode = {"true": "all", "false": "none"}.get(str(value).lower(), str(value).lower())
+    if mode not in RECOMPUTE_CONV:
+        raise ConfigValueError(f"recompute_conv={value!r} is not one of {', '.join(RECOMPUTE_CONV)} (none: keep every "
+                               "convolution's output; cheap: recompute the cheap ones; all: recompute every one).")
+    return mode
+
+
 class SpikePacking:
     """Marks the outputs of ``model``'s binary-spike neurons (``enabled``), tags its exact ``nn.BatchNorm*d``
-    outputs as recomputable (``recompute``) and its convolutions' outputs too (``recompute_conv``, with
-    ``recompute``); :meth:`saving` keeps them compactly when autograd saves them."""
+    outputs as recomputable (``recompute``) and its convolutions' outputs too (``recompute_conv``: none, cheap or
+    all, with ``recompute``); :meth:`saving` keeps them compactly when autograd saves them."""
 
-    def __init__(self, model: nn.Module, enabled: bool = True, recompute: bool = False, recompute_conv: bool = False):
+    def __init__(self, model: nn.Module, enabled: bool = True, recompute: bool = False,
+                 recompute_conv: str | bool = "cheap"):
         self.recompute = recompute
         self._memo = _Memo()
+        mode = recompute_conv_mode(recompute_conv)
+        convolutions = [] if mode == "none" or not recompute else cheap_convolutions(model) if mode == "cheap" else \
+            [m for m in model.modules() if isinstance(m, CONVOLUTIONS)]
         marks = [m.register_forward_hook(_mark) for m in model.modules()
                  if enabled and getattr(m, "binary_spikes", False)]
         tags = [m.register_forward_hook(tag_batch_norm) for m in model.modules()
                 if recompute and type(m) in BATCH_NORMS]
-        tags += [m.register_forward_hook(tag_convolution) for m in model.modules()
-                 if recompute and recompute_conv and isinstance(m, CONVOLUTIONS)]
+        tags += [m.register_forward_hook(tag_convolution) for m in convolutions]
         self._handles = marks + tags
 
     def _pack(self, x: torch.Tensor):

@@ -124,57 +124,54 @@ def saved_storage_bytes(module, x, y) -> tuple[int, int]:
 
 @pytest.mark.parametrize("overrides", [["model=resnet19", "data=digits", "neuron=tet_lif"],
                                        ["model=vggsnn", "data=digits", "neuron=tet_lif"]])
-def test_recomputed_batchnorm_outputs_give_bit_identical_gradients_and_are_not_kept(overrides, tmp_path):
-    plain, _ = gradients(overrides, False, tmp_path / "plain", recompute=False)
-    compact, _ = gradients(overrides, True, tmp_path / "compact", recompute=True)
-    assert plain.keys() == compact.keys()
-    for name in plain:
-        assert torch.equal(plain[name], compact[name]), name
-    kept = {}
-    for recompute in (False, True):
-        cfg = compose_config(["data.batch_size=4", "seed=0", f"recompute_bn={str(recompute).lower()}", *overrides],
-                             tmp_path / f"bytes{recompute}")
-        torch.manual_seed(0)
-        _, module = build(cfg)
-        x, y = torch.rand(4, *module.input_shape), torch.arange(4) % module.num_classes
-        kept[recompute] = saved_storage_bytes(module, x, y)[:2]
-    (bytes_off, recipes_off), (bytes_on, recipes_on) = kept[False], kept[True]
-    assert recipes_off == 0 and recipes_on > 0
-    # every neuron's input (a BN output or a residual sum) was kept before: about half of the float bytes
-    assert bytes_on < 0.6 * bytes_off
-
-
-@pytest.mark.parametrize("overrides", [["model=resnet19", "data=digits", "neuron=tet_lif"],
-                                       ["model=vggsnn", "data=digits", "neuron=tet_lif"]])
 def test_recomputed_convolution_outputs_give_bit_identical_gradients_and_are_not_kept(overrides, tmp_path,
                                                                                        monkeypatch):
-    """recompute_conv: every convolution whose input is spikes runs again in the backward, once (for BN's input
-    and the recipe of BN's output together), and the gradients are those of the plain step bit for bit; what
-    autograd keeps as float tensors is then only the stem's output (its input is the image)."""
+    """recompute_conv: ``all`` runs every convolution again in the backward, ``cheap`` (the default) those of at
+    most 1/16 of the costliest's multiply-adds per output value (the stem on the image, ResNet's 1x1 shortcuts),
+    ``none`` none; each once
+    (for BN's input and the recipe of BN's output together), and the gradients are those of the plain step bit for
+    bit. Autograd keeps as float tensors the outputs of the convolutions that are not recomputed."""
     from snnexp.models import recompute
 
-    plain, _ = gradients(overrides, False, tmp_path / "plain", recompute=False)
+    plain, _ = gradients([*overrides, "recompute_conv=none"], False, tmp_path / "plain", recompute=False)
     calls = []
     convolve = recompute._convolve_again
     monkeypatch.setattr(recompute, "_convolve_again", lambda module, *args: calls.append(module) or
                         convolve(module, *args))
-    compact, _ = gradients([*overrides, "recompute_conv=true"], True, tmp_path / "compact", recompute=True)
-    assert plain.keys() == compact.keys()
-    for name in plain:
-        assert torch.equal(plain[name], compact[name]), name
-    assert calls and len(calls) == len(set(map(id, calls)))  # each convolution once
+    for mode in ("all", "cheap"):
+        calls.clear()
+        compact, _ = gradients([*overrides, f"recompute_conv={mode}"], True, tmp_path / mode, recompute=True)
+        assert plain.keys() == compact.keys()
+        for name in plain:
+            assert torch.equal(plain[name], compact[name]), (mode, name)
+        assert calls and len(calls) == len(set(map(id, calls)))  # each convolution once
+        recomputed = {(m.in_channels, m.kernel_size) for m in calls}
+        if mode == "cheap":  # the stem on the image and ResNet-19's 1x1 shortcuts
+            expected = {(1, (3, 3))} | ({(c, (1, 1)) for c in (64, 128, 256)} if "model=resnet19" in overrides else
+                                        set())
+            assert recomputed == expected
     kept = {}
-    for conv in (False, True):
-        cfg = compose_config(["data.batch_size=4", "seed=0", f"recompute_conv={str(conv).lower()}", *overrides],
-                             tmp_path / f"kept{conv}")
+    for mode in ("none", "cheap", "all"):
+        cfg = compose_config(["data.batch_size=4", "seed=0", f"recompute_conv={mode}", *overrides], tmp_path / mode)
         torch.manual_seed(0)
         _, module = build(cfg)
         x, y = torch.rand(4, *module.input_shape), torch.arange(4) % module.num_classes
-        kept[conv] = convolution_outputs_kept(module, x, y)
-        if conv:
-            convolutions = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)]
-            assert len(calls) == len(convolutions) - 1  # all but the stem, which convolves the image
-    assert kept[False] > 3 and kept[True] == 1  # the stem's output only
+        convolutions = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+        work = [m.in_channels * m.kernel_size[0] * m.kernel_size[1] for m in convolutions]
+        cheap = [w for w in work if 16 * w <= max(work)]
+        kept[mode] = convolution_outputs_kept(module, x, y)
+    assert kept["none"] == len(convolutions)
+    assert kept["cheap"] == len(convolutions) - len(cheap) and 0 < len(cheap) < len(convolutions)
+    assert kept["all"] == 0
+
+
+def test_recompute_conv_takes_none_cheap_all_or_a_boolean():
+    from snnexp.errors import ConfigValueError
+
+    assert [spike_packing.recompute_conv_mode(v) for v in ("none", "Cheap", "all", True, False, "false")] == \
+        ["none", "cheap", "all", "all", "none", "none"]
+    with pytest.raises(ConfigValueError, match=r"recompute_conv='some'.*none, cheap, all"):
+        spike_packing.recompute_conv_mode("some")
 
 
 def convolution_outputs_kept(module, x, y) -> int:
@@ -240,7 +237,8 @@ def test_a_recipe_restores_the_saved_tensor_exactly(residual):
 
     spike_packing._Recomputed.restore = recording_restore
     try:
-        recomputed = step_gradients(model, x, SpikePacking(model, recompute=True))  # the shortcut's spikes as bits
+        recomputed = step_gradients(model, x, SpikePacking(model, recompute=True, recompute_conv="none"))  # the
+        # shortcut's spikes as bits
     finally:
         spike_packing._Recomputed.restore = original
     assert len(restored) == (2 if residual else 1)  # the neuron's input: BN(conv(s)), or that (within) + s
@@ -249,6 +247,24 @@ def test_a_recipe_restores_the_saved_tensor_exactly(residual):
         bn_out = model.body(spikes)
     assert torch.equal(restored[-1], bn_out + spikes if residual else bn_out)
     for a, b in zip(reference, recomputed):
+        assert torch.equal(a, b)
+
+
+def test_a_convolution_run_under_autocast_is_recomputed_under_it():
+    """Mixed precision: the recomputed convolution output is the forward's bfloat16 one (not a float32 rerun), so
+    the gradients equal those of the plain bfloat16 step bit for bit."""
+    model = conv_bn_lif(residual=True)
+    x = torch.rand(3, 2, 3, 6, 6, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    grads = []
+    for packing in (None, SpikePacking(model, recompute=True, recompute_conv="all")):
+        model.zero_grad(set_to_none=True)
+        with packing.saving() if packing else contextlib.nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        out.float().square().sum().backward()  # outside autocast, as Lightning runs it
+        grads.append([p.grad.clone() for p in model.parameters()])
+        if packing:
+            packing.remove()
+    for a, b in zip(*grads):
         assert torch.equal(a, b)
 
 
