@@ -2,9 +2,9 @@
 // snnexp/kernels/strided_conv.py, which runs the two matrix products (MKL): the weight gradient
 // dW [K, 9C] = dY [K, M] cols^T and the input gradient cols' = W^T [9C, K] dY [K, M], folded back into the image.
 //
-// cols is [C * 3 * 3, M] with M = N * Ho * Wo: row (c * 3 + ky) * 3 + kx, column (n * Ho + oy) * Wo + ox holds
-// x[n, c, S * oy + ky - P, S * ox + kx - P] (zero outside the image), which is the order of a [K, C, 3, 3]
-// weight viewed as [K, 9C]. Float32, NCHW contiguous.
+// Stride 2, padding 1 only (the layers it serves). cols is [C * 3 * 3, M] with M = N * Ho * Wo: row
+// (c * 3 + ky) * 3 + kx, column (n * Ho + oy) * Wo + ox holds x[n, c, 2 oy + ky - 1, 2 ox + kx - 1] (zero outside
+// the image), which is the order of a [K, C, 3, 3] weight viewed as [K, 9C]. Float32, NCHW contiguous.
 #include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>
@@ -20,12 +20,10 @@ void check(const at::Tensor& t, int64_t dim, const char* name) {
                 "snnexp unfold: ", name, " must be a contiguous ", dim, "-d float32 CPU tensor");
 }
 
-// The output columns [lo, hi) whose input column S * ox + kx - P lies inside [0, W).
-template <int64_t S>
-inline void valid_columns(int64_t kx, int64_t P, int64_t W, int64_t Wo, int64_t& lo, int64_t& hi) {
-    lo = std::max<int64_t>(0, (P - kx + S - 1) / S);
-    const int64_t last = W - 1 + P - kx;  // S * ox must not exceed it
-    hi = last < 0 ? 0 : std::min<int64_t>(Wo, last / S + 1);
+// The output columns [lo, hi) whose input column 2 ox + kx - 1 lies inside [0, W).
+inline void valid_columns(int64_t kx, int64_t W, int64_t Wo, int64_t& lo, int64_t& hi) {
+    lo = kx == 0 ? 1 : 0;
+    hi = W < kx ? 0 : std::min<int64_t>(Wo, (W - kx) / 2 + 1);  // 2 ox + kx - 1 <= W - 1
     hi = std::max(hi, lo);
 }
 
@@ -33,50 +31,22 @@ struct Geometry {
     int64_t N, C, H, W, Ho, Wo, M;
 };
 
-Geometry geometry(const at::Tensor& image, const at::Tensor& cols, int64_t stride, int64_t padding) {
+Geometry geometry(const at::Tensor& image, const at::Tensor& cols) {
     check(image, 4, "the image");
     check(cols, 2, "cols");
     Geometry g{image.size(0), image.size(1), image.size(2), image.size(3), 0, 0, 0};
-    g.Ho = (g.H + 2 * padding - kSize) / stride + 1;
-    g.Wo = (g.W + 2 * padding - kSize) / stride + 1;
+    g.Ho = (g.H - 1) / 2 + 1;  // (H + 2 * 1 - 3) / 2 + 1
+    g.Wo = (g.W - 1) / 2 + 1;
     g.M = g.N * g.Ho * g.Wo;
-    TORCH_CHECK(g.Ho > 0 && g.Wo > 0 && cols.size(0) == g.C * kSize * kSize && cols.size(1) == g.M,
-                "snnexp unfold: cols must be [C * 9, N * Ho * Wo] for this image, stride and padding");
+    TORCH_CHECK(cols.size(0) == g.C * kSize * kSize && cols.size(1) == g.M,
+                "snnexp unfold: cols must be [C * 9, N * Ho * Wo] for this image");
     return g;
 }
 
-template <int64_t S>
-void unfold_impl(const at::Tensor& x, at::Tensor& cols, int64_t P) {
-    const Geometry g = geometry(x, cols, S, P);
-    const float* xs = x.data_ptr<float>();
-    float* out = cols.data_ptr<float>();
-    at::parallel_for(0, g.C * kSize * kSize, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t row = begin; row < end; ++row) {
-            const int64_t c = row / (kSize * kSize), ky = row / kSize % kSize, kx = row % kSize;
-            int64_t lo, hi;
-            valid_columns<S>(kx, P, g.W, g.Wo, lo, hi);
-            float* line = out + row * g.M;
-            for (int64_t n = 0; n < g.N; ++n)
-                for (int64_t oy = 0; oy < g.Ho; ++oy) {
-                    float* o = line + (n * g.Ho + oy) * g.Wo;
-                    const int64_t iy = S * oy + ky - P;
-                    if (iy < 0 || iy >= g.H) {
-                        std::fill(o, o + g.Wo, 0.f);
-                        continue;
-                    }
-                    const float* in = xs + ((n * g.C + c) * g.H + iy) * g.W + kx - P;
-                    for (int64_t ox = 0; ox < lo; ++ox) o[ox] = 0.f;
-                    for (int64_t ox = lo; ox < hi; ++ox) o[ox] = in[S * ox];
-                    for (int64_t ox = hi; ox < g.Wo; ++ox) o[ox] = 0.f;
-                }
-        }
-    });
-}
-
-// Stride 2, padding 1: adds the three taps kx = 0, 1, 2 of one output row (source + kx * step) into one image row
-// of width W. Pixel 2 ox takes tap 1 of ox; pixel 2 ox + 1 takes tap 2 of ox and tap 0 of ox + 1: one pass, both
-// pixels of each pair written together (so the loop vectorises).
-inline void fold_row_stride2(const float* source, int64_t step, int64_t Wo, int64_t W, float* row) {
+// Adds the three taps kx = 0, 1, 2 of one output row (source + kx * step) into one image row of width W. Pixel
+// 2 ox takes tap 1 of ox; pixel 2 ox + 1 takes tap 2 of ox and tap 0 of ox + 1: one pass, both pixels of each pair
+// written together (so the loop vectorises).
+inline void fold_row(const float* source, int64_t step, int64_t Wo, int64_t W, float* row) {
     const float* t0 = source;
     const float* t1 = source + step;
     const float* t2 = source + 2 * step;
@@ -89,9 +59,39 @@ inline void fold_row_stride2(const float* source, int64_t step, int64_t Wo, int6
     if (W % 2) row[W - 1] += t1[Wo - 1];  // odd width: the last pixel is even, 2 (Wo - 1)
 }
 
-template <int64_t S>
-void fold_impl(const at::Tensor& cols, at::Tensor& dx, int64_t P) {
-    const Geometry g = geometry(dx, cols, S, P);
+}  // namespace
+
+// x [N, C, H, W] -> cols [9C, N * Ho * Wo] (written in place) for a 3x3 kernel, stride 2, padding 1.
+void unfold3x3(const at::Tensor& x, at::Tensor& cols) {
+    const Geometry g = geometry(x, cols);
+    const float* xs = x.data_ptr<float>();
+    float* out = cols.data_ptr<float>();
+    at::parallel_for(0, g.C * kSize * kSize, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {
+            const int64_t c = row / (kSize * kSize), ky = row / kSize % kSize, kx = row % kSize;
+            int64_t lo, hi;
+            valid_columns(kx, g.W, g.Wo, lo, hi);
+            float* line = out + row * g.M;
+            for (int64_t n = 0; n < g.N; ++n)
+                for (int64_t oy = 0; oy < g.Ho; ++oy) {
+                    float* o = line + (n * g.Ho + oy) * g.Wo;
+                    const int64_t iy = 2 * oy + ky - 1;
+                    if (iy < 0 || iy >= g.H) {
+                        std::fill(o, o + g.Wo, 0.f);
+                        continue;
+                    }
+                    const float* in = xs + ((n * g.C + c) * g.H + iy) * g.W + kx - 1;
+                    for (int64_t ox = 0; ox < lo; ++ox) o[ox] = 0.f;
+                    for (int64_t ox = lo; ox < hi; ++ox) o[ox] = in[2 * ox];
+                    for (int64_t ox = hi; ox < g.Wo; ++ox) o[ox] = 0.f;
+                }
+        }
+    });
+}
+
+// cols [9C, N * Ho * Wo] -> dx [N, C, H, W] (written in place): the adjoint of unfold3x3, overlapping taps added.
+void fold3x3(const at::Tensor& cols, at::Tensor& dx) {
+    const Geometry g = geometry(dx, cols);
     const float* in = cols.data_ptr<float>();
     float* xs = dx.data_ptr<float>();
     // parallel over channels: each thread adds into its own image planes only
@@ -103,42 +103,12 @@ void fold_impl(const at::Tensor& cols, at::Tensor& dx, int64_t P) {
                 for (int64_t ky = 0; ky < kSize; ++ky) {
                     const float* lines = in + (c * kSize + ky) * kSize * g.M + n * g.Ho * g.Wo;
                     for (int64_t oy = 0; oy < g.Ho; ++oy) {
-                        const int64_t iy = S * oy + ky - P;
-                        if (iy < 0 || iy >= g.H) continue;
-                        if (S == 2 && P == 1)
-                            fold_row_stride2(lines + oy * g.Wo, g.M, g.Wo, g.W, plane + iy * g.W);
-                        else
-                            for (int64_t kx = 0; kx < kSize; ++kx) {
-                                int64_t lo, hi;
-                                valid_columns<S>(kx, P, g.W, g.Wo, lo, hi);
-                                float* target = plane + iy * g.W + kx - P;
-                                const float* source = lines + kx * g.M + oy * g.Wo;
-                                for (int64_t ox = lo; ox < hi; ++ox) target[S * ox] += source[ox];
-                            }
+                        const int64_t iy = 2 * oy + ky - 1;
+                        if (iy >= 0 && iy < g.H) fold_row(lines + oy * g.Wo, g.M, g.Wo, g.W, plane + iy * g.W);
                     }
                 }
             }
     });
-}
-
-}  // namespace
-
-// x [N, C, H, W] -> cols [9C, N * Ho * Wo] (written in place) for a 3x3 kernel, `stride` 1 or 2, `padding`.
-void unfold3x3(const at::Tensor& x, at::Tensor& cols, int64_t stride, int64_t padding) {
-    TORCH_CHECK(stride == 1 || stride == 2, "snnexp unfold: stride must be 1 or 2");
-    if (stride == 1)
-        unfold_impl<1>(x, cols, padding);
-    else
-        unfold_impl<2>(x, cols, padding);
-}
-
-// cols [9C, N * Ho * Wo] -> dx [N, C, H, W] (written in place): the adjoint of unfold3x3, overlapping taps added.
-void fold3x3(const at::Tensor& cols, at::Tensor& dx, int64_t stride, int64_t padding) {
-    TORCH_CHECK(stride == 1 || stride == 2, "snnexp unfold: stride must be 1 or 2");
-    if (stride == 1)
-        fold_impl<1>(cols, dx, padding);
-    else
-        fold_impl<2>(cols, dx, padding);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

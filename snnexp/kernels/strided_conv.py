@@ -87,11 +87,11 @@ class Conv3x3Stride2(torch.autograd.Function):
             dy = grad_out[n0:n1].view(n1 - n0, K, Ho * Wo).transpose(0, 1).reshape(K, m)
             cols = _columns(9 * C, m)
             if need_w:
-                ext.unfold3x3(x[n0:n1], cols, 2, 1)
+                ext.unfold3x3(x[n0:n1], cols)
                 grad_w.addmm_(dy, cols.t())
             if need_x:
                 torch.mm(w.t(), dy, out=cols)
-                ext.fold3x3(cols, grad_x[n0:n1], 2, 1)
+                ext.fold3x3(cols, grad_x[n0:n1])
         grad_b = grad_out.sum((0, 2, 3)) if need_b and ctx.has_bias else None
         return grad_x, grad_w.view_as(weight) if need_w else None, grad_b
 

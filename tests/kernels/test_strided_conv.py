@@ -29,17 +29,17 @@ def _columns(x: torch.Tensor) -> torch.Tensor:
 
 
 @needs_loops
-@pytest.mark.parametrize("shape", [(3, 5, 9, 11), (2, 4, 8, 8), (1, 3, 1, 5), (2, 2, 2, 3)])
+@pytest.mark.parametrize("shape", [(3, 5, 9, 11), (2, 4, 8, 8), (1, 3, 1, 5), (2, 2, 2, 3), (1, 2, 1, 1), (2, 3, 3, 2)])
 def test_unfold_and_fold_equal_torchs(shape):
     N, C, H, W = shape
     x = torch.randn(shape)
     Ho, Wo = (H + 1) // 2, (W + 1) // 2
     cols = torch.empty(9 * C, N * Ho * Wo)
-    strided_conv.extension().unfold3x3(x, cols, 2, 1)
+    strided_conv.extension().unfold3x3(x, cols)
     assert torch.equal(cols, _columns(x))  # pure copies: exact
     grad_cols = torch.randn(9 * C, N * Ho * Wo)
     folded = torch.empty(shape)
-    strided_conv.extension().fold3x3(grad_cols, folded, 2, 1)
+    strided_conv.extension().fold3x3(grad_cols, folded)
     reference = F.fold(grad_cols.view(9 * C, N, Ho * Wo).permute(1, 0, 2), (H, W), 3, padding=1, stride=2)
     torch.testing.assert_close(folded, reference, rtol=1e-6, atol=1e-6)
 
