@@ -18,8 +18,8 @@ Entries:
   ``module.spike_packing.saving()`` as ``training_step`` runs it (``pack_spikes`` and ``recompute_bn`` on, the
   defaults). The neuron is snnexp's default CPU path (``backend=auto``: the fused C++ extension); the 3x3 stride-1
   convolutions run by Winograd's F(4x4, 3x3) (``winograd: true``, the default; ``snnexp.kernels.winograd``), and
-  the 3x3 stride-2 ones' backward by im2col matrix products (``im2col_backward: true``, the default;
-  ``snnexp.kernels.strided_conv``).
+  the stride-2 ones by im2col matrix products (the backward of 3x3 ones, both passes of 1x1 ones;
+  ``im2col_backward: true``, the default; ``snnexp.kernels.strided_conv``).
 * ``snnexp (torch convolutions)``: the same with ``winograd=false im2col_backward=false``: every convolution by
   torch (oneDNN), as in SpikingJelly.
 * ``snnexp (plain saving)``: the same with ``pack_spikes=false recompute_bn=false``: the saved spikes kept as

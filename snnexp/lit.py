@@ -50,7 +50,7 @@ class SNNModule(L.LightningModule):
         self.model = model
         if winograd:  # 3x3 convolutions on the CPU by F(4x4, 3x3): the same function, about 2x faster
             use_winograd(self.model)
-        if im2col_backward:  # 3x3 stride-2 convolutions: the CPU backward as two matrix products, not oneDNN's
+        if im2col_backward:  # stride-2 convolutions: CPU matrix products over im2col columns, not oneDNN's
             use_im2col_backward(self.model)
         self.method = method
         keep_taps(self.model, method.taps_read() | {"features"})  # other feature maps are freed as the forward goes

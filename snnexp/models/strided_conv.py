@@ -1,11 +1,11 @@
-"""3x3 stride-2 convolutions whose CPU backward runs as im2col matrix products (:mod:`snnexp.kernels.strided_conv`),
+"""Stride-2 convolutions whose CPU passes run as im2col matrix products (:mod:`snnexp.kernels.strided_conv`),
 switched on per model.
 
-:func:`use_im2col_backward` turns every ``nn.Conv2d`` of a model with a 3x3 kernel, stride 2 and padding 1 (no
-dilation or groups, zero padding) into a :class:`Stride2Conv2d`: the same module with the same parameters and state
-dict. Its forward is torch's convolution; its backward takes the im2col path where
-:func:`snnexp.kernels.strided_conv.supports` says so (float32 CPU inputs, enough channels) and torch's everywhere
-else.
+:func:`use_im2col_backward` turns every ``nn.Conv2d`` of a model with stride 2 and either a 3x3 kernel and padding 1
+or a 1x1 kernel and no padding (no dilation or groups, zero padding) into a :class:`Stride2Conv2d`: the same module
+with the same parameters and state dict. A 3x3 one keeps torch's forward and takes the im2col backward; a 1x1 one
+(a ResNet shortcut) runs both passes as products on its even pixels; each where
+:func:`snnexp.kernels.strided_conv.supports` says so (float32 CPU inputs, enough channels), torch's everywhere else.
 """
 
 from __future__ import annotations
@@ -18,18 +18,20 @@ from snnexp.models.layers import retype
 
 
 class Stride2Conv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` (3x3, stride 2, padding 1) whose float32 CPU backward is two matrix products over im2col
-    columns."""
+    """An ``nn.Conv2d`` (3x3 with padding 1, or 1x1; stride 2) whose float32 CPU passes are matrix products over
+    im2col columns: the backward for 3x3, both passes for 1x1."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return strided_conv.conv3x3_stride2(x, self.weight, self.bias)  # torch's backward where it does not apply
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # torch's convolution where the products do not apply
+        if self.kernel_size == (1, 1):
+            return strided_conv.conv1x1_stride2(x, self.weight, self.bias)
+        return strided_conv.conv3x3_stride2(x, self.weight, self.bias)
 
 
 def convertible(module: nn.Module) -> bool:
-    """Whether ``module`` is a plain ``nn.Conv2d`` with a 3x3 kernel, stride 2 and padding 1."""
-    return (type(module) is nn.Conv2d and module.kernel_size == (3, 3) and module.stride == (2, 2)
-            and module.padding == (1, 1) and module.dilation == (1, 1) and module.groups == 1
-            and module.padding_mode == "zeros")
+    """Whether ``module`` is a plain ``nn.Conv2d`` with stride 2 and a 3x3 kernel with padding 1 or a 1x1 one."""
+    shape = (module.kernel_size, module.padding) if isinstance(module, nn.Conv2d) else None
+    return (type(module) is nn.Conv2d and shape in (((3, 3), (1, 1)), ((1, 1), (0, 0))) and module.stride == (2, 2)
+            and module.dilation == (1, 1) and module.groups == 1 and module.padding_mode == "zeros")
 
 
 def use_im2col_backward(model: nn.Module) -> int:

@@ -93,12 +93,39 @@ def test_only_the_gradients_asked_for(needs):
         assert _relative_error(ours, reference) < TOLERANCE
 
 
+@pytest.mark.parametrize("shape,bias,chunk", [((3, 16, 24, 9, 11), True, None), ((2, 32, 16, 8, 8), False, None),
+                                              ((1, 16, 20, 1, 5), True, None), ((7, 16, 24, 8, 8), True, 3)])
+def test_the_1x1_products_equal_float64_conv2d(shape, bias, chunk, monkeypatch):
+    """Forward and all three gradients of the 1x1 stride-2 convolution (odd sizes: the last even pixel is read;
+    ``chunk``: images per columns buffer, the last chunk short)."""
+    N, C, K, H, W = shape
+    if chunk:
+        monkeypatch.setattr(strided_conv, "CHUNK_BYTES", 4 * C * ((H + 1) // 2) * ((W + 1) // 2) * chunk)
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(N, C, H, W, generator=generator) < 0.3).float()
+    tensors = (x, torch.randn(K, C, 1, 1, generator=generator) / C ** 0.5,
+               torch.randn(K, generator=generator) if bias else None)
+    grad = torch.randn(N, K, (H + 1) // 2, (W + 1) // 2, generator=generator)
+    ours = [t.clone().requires_grad_() if t is not None else None for t in tensors]
+    theirs = [t.double().requires_grad_() if t is not None else None for t in tensors]
+    out = strided_conv.conv1x1_stride2(*ours)
+    out.backward(grad)
+    reference = F.conv2d(*theirs, stride=2)
+    reference.backward(grad.double())
+    assert out.grad_fn.name() == "Conv1x1Stride2Backward" and out.shape == reference.shape
+    pairs = [(out.detach(), reference.detach())] + [(a.grad, r.grad) for a, r in zip(ours, theirs) if a is not None]
+    for mine, exact in pairs:
+        assert _relative_error(mine, exact) < TOLERANCE
+
+
 def test_supports_only_the_calls_it_handles():
     weight = torch.zeros(32, 16, 3, 3)
     assert strided_conv.supports(torch.zeros(2, 16, 8, 8), weight)
     assert not strided_conv.supports(torch.zeros(2, 16, 8, 8, dtype=torch.float64), weight.double())
     assert not strided_conv.supports(torch.zeros(2, 8, 8, 8), torch.zeros(32, 8, 3, 3))  # too few channels
     assert not strided_conv.supports(torch.zeros(2, 16, 8, 8), torch.zeros(32, 16, 1, 1))
+    assert strided_conv.supports(torch.zeros(2, 16, 8, 8), torch.zeros(32, 16, 1, 1), size=1)
+    assert not strided_conv.supports(torch.zeros(2, 16, 8, 8), weight, size=1)
     assert not strided_conv.supports(torch.zeros(16, 8, 8), weight)  # unbatched
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not strided_conv.supports(torch.zeros(2, 16, 8, 8), weight)

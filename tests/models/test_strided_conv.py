@@ -1,5 +1,5 @@
-"""Switching a model's 3x3 stride-2 convolutions to the im2col backward (snnexp/models/strided_conv.py): which
-layers turn, that the state dict and the forward stay torch's, and the ``im2col_backward`` option of a run."""
+"""Switching a model's stride-2 convolutions to im2col products (snnexp/models/strided_conv.py): which layers turn,
+that the state dict and the 3x3 forward stay torch's, and the ``im2col_backward`` option of a run."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from snnexp.models.strided_conv import Stride2Conv2d, convertible, use_im2col_ba
 from snnexp.train import build as build_run
 
 
-def test_only_3x3_stride_2_padding_1_convolutions_turn():
+def test_only_3x3_padding_1_and_1x1_stride_2_convolutions_turn():
     model = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1), nn.Conv2d(16, 16, 3, 1, 1), nn.Conv2d(16, 16, 1, 2),
                           nn.Conv2d(16, 16, 3, 2, 0), nn.Conv2d(16, 16, 3, 2, 1, groups=2),
-                          nn.Conv2d(16, 16, 3, 2, 1, padding_mode="circular"), nn.Conv2d(16, 32, 3, 2, 1, bias=False))
+                          nn.Conv2d(16, 16, 3, 2, 1, padding_mode="circular"), nn.Conv2d(16, 32, 3, 2, 1, bias=False),
+                          nn.Conv2d(16, 16, 1, 1), nn.Conv2d(16, 16, 1, 2, 1))
     before = copy.deepcopy(model.state_dict())
-    assert use_im2col_backward(model) == 2
-    assert [type(m) is Stride2Conv2d for m in model] == [True, False, False, False, False, False, True]
+    assert use_im2col_backward(model) == 3
+    assert [type(m) is Stride2Conv2d for m in model] == [True, False, True, False, False, False, True, False, False]
     assert not convertible(model[0])  # already turned
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
@@ -34,6 +35,19 @@ def test_the_forward_is_torchs():
     x = seq(torch.rand(2, 2, 16, 16))
     with torch.no_grad():
         assert torch.equal(turned(x).logits, model(x).logits)
+
+
+def test_resnet_shortcuts_turn_and_compute_as_torch_up_to_rounding():
+    torch.manual_seed(0)
+    model = build("resnet19", (3, 16, 16))
+    turned = copy.deepcopy(model)
+    shortcuts = [m for m in turned.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                 and m.stride == (2, 2)]
+    assert len(shortcuts) == 2 and use_im2col_backward(turned) == 4
+    assert all(type(m) is Stride2Conv2d for m in shortcuts)
+    x = seq(torch.rand(2, 3, 16, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(turned(x).logits, model(x).logits, rtol=1e-4, atol=1e-4)
 
 
 def test_the_run_option_turns_them_on_and_off(tmp_path):
