@@ -212,6 +212,13 @@ def recompute_conv_mode(value) -> str:
     return mode
 
 
+def recomputed_convolutions(model: nn.Module, mode: str) -> list[nn.Module]:
+    """The convolutions of ``model`` whose outputs ``recompute_conv=mode`` recomputes."""
+    if mode == "cheap":
+        return cheap_convolutions(model)
+    return [m for m in model.modules() if isinstance(m, CONVOLUTIONS)] if mode == "all" else []
+
+
 class SpikePacking:
     """Marks the outputs of ``model``'s binary-spike neurons (``enabled``), tags its exact ``nn.BatchNorm*d``
     outputs as recomputable (``recompute``) and its convolutions' outputs too (``recompute_conv``: none, cheap or
@@ -221,9 +228,8 @@ class SpikePacking:
                  recompute_conv: str | bool = "cheap"):
         self.recompute = recompute
         self._memo = _Memo()
-        mode = recompute_conv_mode(recompute_conv)
-        convolutions = [] if mode == "none" or not recompute else cheap_convolutions(model) if mode == "cheap" else \
-            [m for m in model.modules() if isinstance(m, CONVOLUTIONS)]
+        mode = recompute_conv_mode(recompute_conv)  # checked even where recompute is off
+        convolutions = recomputed_convolutions(model, mode) if recompute else []
         marks = [m.register_forward_hook(_mark) for m in model.modules()
                  if enabled and getattr(m, "binary_spikes", False)]
         tags = [m.register_forward_hook(tag_batch_norm) for m in model.modules()
