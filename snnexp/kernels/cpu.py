@@ -179,13 +179,22 @@ def empty_cache() -> None:
         extension().pool_release()
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The lower precision autocast computes in on ``device_type`` now, or None where autocast is off."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # torch < 2.4
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+
+
 def autocast_on() -> bool:
     """Whether CPU autocast is on (mixed precision: torch's convolutions then run in its lower precision, so snnexp's
     float32 convolution kernels step aside)."""
-    try:
-        return torch.is_autocast_enabled("cpu")
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled()
+    return autocast_dtype("cpu") is not None
 
 
 _scratch = threading.local()  # per thread: the kept scratch buffers, while the buffer cache is not loaded

@@ -61,6 +61,12 @@ def _columns(rows: int, cols: int) -> torch.Tensor:
     return cpu.scratch("im2col columns", max(rows * cols, CHUNK_BYTES // 4))[: rows * cols].view(rows, cols)
 
 
+def _image_chunks(N: int, per_image: int):
+    """``(n0, n1)`` ranges of images whose ``per_image`` floats each fill at most one columns buffer."""
+    step = max(1, min(N, CHUNK_BYTES // (4 * per_image)))
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
 class Conv3x3Stride2(torch.autograd.Function):
     """``conv2d(x, weight, bias, stride=2, padding=1)``: torch's forward, a backward by im2col products; once
     differentiable."""
@@ -82,9 +88,7 @@ class Conv3x3Stride2(torch.autograd.Function):
         grad_x = cpu.cached_empty(x.shape) if need_x else None
         grad_w = torch.zeros(K, 9 * C) if need_w else None
         w = weight.reshape(K, 9 * C)
-        per_chunk = max(1, min(N, CHUNK_BYTES // (9 * C * Ho * Wo * 4)))
-        for n0 in range(0, N, per_chunk):
-            n1 = min(N, n0 + per_chunk)
+        for n0, n1 in _image_chunks(N, 9 * C * Ho * Wo):
             m = (n1 - n0) * Ho * Wo
             # dY of the chunk as [K, M]: the images' pixels side by side, as the columns are
             dy = grad_out[n0:n1].view(n1 - n0, K, Ho * Wo).transpose(0, 1).reshape(K, m)
@@ -105,12 +109,6 @@ def conv3x3_stride2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     if supports(x, weight) and available():
         return Conv3x3Stride2.apply(x, weight, bias)
     return F.conv2d(x, weight, bias, 2, 1)
-
-
-def _image_chunks(N: int, per_image: int):
-    """``(n0, n1)`` ranges of images whose ``per_image`` floats each fill at most one columns buffer."""
-    step = max(1, min(N, CHUNK_BYTES // (4 * per_image)))
-    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
 
 
 class Conv1x1Stride2(torch.autograd.Function):

@@ -117,7 +117,8 @@ def cheap_convolutions(model: nn.Module) -> list[nn.Module]:
     cheap, and only an encoding layer on a few input channels is."""
     convolutions = [m for m in model.modules() if isinstance(m, CONVOLUTIONS)]
     work = [m.in_channels // m.groups * math.prod(m.kernel_size) for m in convolutions]
-    return [m for m, w in zip(convolutions, work) if w * CHEAP_FRACTION <= max(work)]
+    most = max(work, default=0)
+    return [m for m, w in zip(convolutions, work) if w * CHEAP_FRACTION <= most]
 
 
 def tag_convolution(module: nn.Module, args, output) -> None:
@@ -131,7 +132,7 @@ def tag_convolution(module: nn.Module, args, output) -> None:
     params = tuple(p.detach() for p in (module.weight, module.bias) if p is not None)
     x, keeps_input = args[0], module.weight.requires_grad
     again = functools.partial(_convolve_again, module, len(params), output.device.type,
-                              autocast_dtype(output.device.type))
+                              cpu_kernels.autocast_dtype(output.device.type))
     tag(output, again, kept=params + ((x,) if keeps_input else ()), operands=() if keeps_input else (x,), shared=True)
 
 
@@ -142,18 +143,6 @@ def _convolve_again(module: nn.Module, n_params: int, device_type: str, precisio
     check only."""
     with torch.autocast(device_type, dtype=precision, enabled=precision is not None):
         return module.forward(args[n_params])
-
-
-def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The lower precision autocast computes in on ``device_type`` now, or None where autocast is off."""
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # torch < 2.4
-        if device_type == "cpu":
-            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
 
 
 def _batch_norm_again(eps: float, y: torch.Tensor, weight, bias, mean=None, invstd=None) -> torch.Tensor:

@@ -29,8 +29,9 @@ class Stride2Conv2d(nn.Conv2d):
 
 def convertible(module: nn.Module) -> bool:
     """Whether ``module`` is a plain ``nn.Conv2d`` with stride 2 and a 3x3 kernel with padding 1 or a 1x1 one."""
-    shape = (module.kernel_size, module.padding) if isinstance(module, nn.Conv2d) else None
-    return (type(module) is nn.Conv2d and shape in (((3, 3), (1, 1)), ((1, 1), (0, 0))) and module.stride == (2, 2)
+    if type(module) is not nn.Conv2d:
+        return False
+    return ((module.kernel_size, module.padding) in (((3, 3), (1, 1)), ((1, 1), (0, 0))) and module.stride == (2, 2)
             and module.dilation == (1, 1) and module.groups == 1 and module.padding_mode == "zeros")
 
 
