@@ -104,7 +104,7 @@ class TrainConfig:
     pack_spikes: bool = True  # BPTT memory: binary spikes saved for the backward kept as bits (exact gradients)
     recompute_bn: bool = True  # BPTT memory: BN outputs a neuron saves recomputed in the backward (exact gradients)
     recompute_conv: str = "cheap"  # BPTT memory: conv outputs BN saves recomputed in the backward: none | cheap | all
-    winograd: bool = True  # CPU speed: 3x3 stride-1 convolutions by Winograd's F(4x4, 3x3) (float32 rounding ~1e-5)
+    winograd: bool = True  # CPU speed: 3x3 convolutions by Winograd (stride 1: F(4x4, 3x3), rounding ~1e-5; stride 2)
     im2col_backward: bool = True  # CPU speed: stride-2 convolutions (3x3 backward, 1x1 both) as im2col products
     cache_cpu_tensors: bool = True  # CPU speed: torch's large CPU tensors from snnexp's buffer cache (no page faults)
     reuse_heap: bool = False  # CPU speed for memory: glibc keeps freed large blocks for reuse instead of unmapping them

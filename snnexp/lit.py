@@ -48,9 +48,9 @@ class SNNModule(L.LightningModule):
                  recompute_conv: str = "cheap"):
         super().__init__()
         self.model = model
-        if winograd:  # 3x3 convolutions on the CPU by F(4x4, 3x3): the same function, about 2x faster
+        if winograd:  # 3x3 convolutions on the CPU by Winograd (stride 1 and 2): the same function, faster
             use_winograd(self.model)
-        if im2col_backward:  # stride-2 convolutions: CPU matrix products over im2col columns, not oneDNN's
+        if im2col_backward:  # the other stride-2 convolutions: CPU matrix products over im2col columns
             use_im2col_backward(self.model)
         self.method = method
         keep_taps(self.model, method.taps_read() | {"features"})  # other feature maps are freed as the forward goes

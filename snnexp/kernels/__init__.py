@@ -7,10 +7,12 @@
   ``torch.library`` custom ops; ``backend="cupy"`` (and ``"auto"`` on CUDA tensors).
 - :mod:`snnexp.kernels.cpu`: the generated CPU loops built as a torch C++ extension; ``backend="auto"`` on the CPU.
 - :mod:`snnexp.kernels.variants`: the compile-time variants and which inputs have a kernel (``has_kernel``).
-- :mod:`snnexp.kernels.winograd`: 3x3 convolutions by Winograd's F(4x4, 3x3) on the CPU (tile transforms in C++,
-  built like the neuron extension); models switch to it through ``snnexp.models.winograd``.
-- :mod:`snnexp.kernels.strided_conv`: the backward of 3x3 stride-2 convolutions on the CPU as im2col matrix
-  products (im2col loops in C++); models switch to it through ``snnexp.models.strided_conv``.
+- :mod:`snnexp.kernels.winograd`: 3x3 convolutions by Winograd on the CPU, F(4x4, 3x3) for stride 1 and a
+  polyphase F(3x3, 2x2) for stride 2 (tile transforms in C++, built like the neuron extension); models switch to
+  it through ``snnexp.models.winograd``.
+- :mod:`snnexp.kernels.strided_conv`: stride-2 convolutions on the CPU as im2col matrix products (the backward of
+  3x3 ones, im2col loops in C++; both passes of 1x1 ones); models switch to it through
+  ``snnexp.models.strided_conv``.
 
 This package imports no neuron module by name (the registry imports ``snnexp.neurons`` as a plugin scan):
 ``snnexp.neurons.functional`` decides which backend runs a call, and ``python -m snnexp.neurons --check`` checks

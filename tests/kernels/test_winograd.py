@@ -1,6 +1,7 @@
-"""The Winograd F(4x4, 3x3) convolution (snnexp/kernels/winograd.py) equals float64 ``conv2d``, forward and every
-gradient, over image sizes that are and are not multiples of 4, chunks of images and blocks of output channels;
-only the calls it handles take it; without a compiler it warns once and torch convolves."""
+"""The Winograd convolutions (snnexp/kernels/winograd.py: F(4x4, 3x3) for stride 1, the polyphase F(3x3, 2x2) for
+stride 2) equal float64 ``conv2d``, forward and every gradient, over image sizes that are and are not multiples of
+the tile, chunks of images and blocks of output channels; only the calls they handle take them; without a compiler
+they warn once and torch convolves."""
 
 from __future__ import annotations
 
@@ -22,19 +23,19 @@ def _relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return ((ours.double() - reference).abs().max() / reference.abs().max()).item()
 
 
-def _against_float64(N, C, K, H, W, *, bias=True, spikes=True, seed=0):
+def _against_float64(N, C, K, H, W, *, bias=True, spikes=True, seed=0, stride=1):
     """Output and gradients (input, weight, bias) of Winograd3x3 and of float64 conv2d, on the same values."""
     generator = torch.Generator().manual_seed(seed)
     x = (torch.rand(N, C, H, W, generator=generator) < 0.2).float() if spikes else \
         torch.randn(N, C, H, W, generator=generator)
     weight = torch.randn(K, C, 3, 3, generator=generator) * (2 / (9 * C)) ** 0.5
     b = torch.randn(K, generator=generator) if bias else None
-    grad = torch.randn(N, K, H, W, generator=generator)
+    grad = torch.randn(N, K, winograd.output_size(H, stride), winograd.output_size(W, stride), generator=generator)
     ours = [t.clone().requires_grad_() if t is not None else None for t in (x, weight, b)]
     theirs = [t.double().requires_grad_() if t is not None else None for t in (x, weight, b)]
-    winograd.Winograd3x3.apply(*ours).backward(grad)
-    out = winograd.Winograd3x3.apply(*[t.detach() if t is not None else None for t in ours])
-    reference = F.conv2d(*theirs, stride=1, padding=1)
+    winograd.Winograd3x3.apply(*ours, stride).backward(grad)
+    out = winograd.Winograd3x3.apply(*[t.detach() if t is not None else None for t in ours], stride)
+    reference = F.conv2d(*theirs, stride=stride, padding=1)
     reference.backward(grad.double())
     pairs = [(out, reference.detach())] + [(a.grad, r.grad) for a, r in zip(ours, theirs) if a is not None]
     return pairs
@@ -55,6 +56,21 @@ def test_forward_and_gradients_equal_float64_conv2d(shape):
 
 
 @needs_winograd
+@pytest.mark.parametrize("shape", [
+    (2, 16, 24, 12, 12),    # 6x6 outputs: whole 3x3 tiles
+    (3, 17, 16, 9, 11),     # 5x6 outputs: a partial tile row, channels not a multiple of the 16-channel block
+    (2, 16, 32, 1, 6),      # a single row
+    (1, 48, 20, 5, 4),      # odd and even sizes: 3x2 outputs
+    (2, 20, 18, 7, 35),     # 4x18 outputs, rows of 16 + 16 + 3 input pixels
+    (2, 64, 32, 48, 48),    # VGGSNN's conv2 shape (48 -> 24)
+])
+def test_stride_2_forward_and_gradients_equal_float64_conv2d(shape):
+    """The polyphase F(3x3, 2x2)'s constants are 1 and 1/2: about the direct convolution's rounding."""
+    for ours, reference in _against_float64(*shape, stride=2):
+        assert _relative_error(ours, reference) < 2e-6
+
+
+@needs_winograd
 def test_dense_inputs_and_no_bias():
     pairs = _against_float64(2, 32, 16, 12, 12, bias=False, spikes=False)
     assert len(pairs) == 3  # output, input and weight gradients
@@ -69,8 +85,9 @@ def test_chunks_of_images_and_blocks_of_output_channels(monkeypatch):
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 36 * 4 * 48 * 4 * 3)  # tiles of 3 images of 48 channels
     monkeypatch.setattr(winograd, "FILTER_BYTES", 36 * 48 * 16 * 4)
     assert winograd._output_blocks(48, 40) == [(0, 16), (16, 32), (32, 40)]
-    for ours, reference in _against_float64(7, 48, 40, 8, 8):
-        assert _relative_error(ours, reference) < TOLERANCE
+    for stride in (1, 2):
+        for ours, reference in _against_float64(7, 48, 40, 8, 8, stride=stride):
+            assert _relative_error(ours, reference) < TOLERANCE
 
 
 @needs_winograd
@@ -82,10 +99,26 @@ def test_only_the_input_gradient_when_the_weight_is_frozen():
     assert _relative_error(x.grad, reference) < TOLERANCE
 
 
-def test_filter_transform_and_its_gradient_are_adjoint():
-    """<G g G^T, u> == <g, G^T u G>: the weight gradient is the filter transform's adjoint."""
-    g, u = torch.randn(5, 7, 3, 3, dtype=torch.float64), torch.randn(36, 7, 5, dtype=torch.float64)
-    assert torch.allclose((winograd.filter_transform(g) * u).sum(), (g * winograd.filter_gradient(u)).sum())
+@pytest.mark.parametrize("stride, filters", [(1, 36), (2, 25)])
+def test_filter_transform_and_its_gradient_are_adjoint(stride, filters):
+    """<G g G^T, u> == <g, G^T u G>: the weight gradient is the filter transform's adjoint (stride 2 keeps the 25
+    distinct entries of its 49)."""
+    g, u = torch.randn(5, 7, 3, 3, dtype=torch.float64), torch.randn(filters, 7, 5, dtype=torch.float64)
+    assert winograd.filter_transform(g, stride).shape == (filters, 7, 5)
+    assert torch.allclose((winograd.filter_transform(g, stride) * u).sum(),
+                          (g * winograd.filter_gradient(u, stride)).sum())
+
+
+def test_the_stride_2_filters_are_the_polyphase_taps():
+    """Filter (i, j) of the stride-2 algorithm, from G's rows: the even taps (w0, w2) by F(3, 2) in each dimension,
+    w1 for the middle one; so entry (0, 4) is w[0, 1], (3, 3) is w[2, 2], (1, 4) is (w[0, 1] + w[2, 1]) / 2."""
+    g = torch.randn(1, 1, 3, 3, dtype=torch.float64)
+    u = winograd.filter_transform(g, 2)[:, 0, 0]
+    filters = winograd.ALGORITHMS[2].filters
+    assert torch.allclose(u[filters.index((0, 4))], g[0, 0, 0, 1])
+    assert torch.allclose(u[filters.index((3, 3))], g[0, 0, 2, 2])
+    assert torch.allclose(u[filters.index((1, 4))], (g[0, 0, 0, 1] + g[0, 0, 2, 1]) / 2)
+    assert torch.allclose(u[filters.index((4, 4))], g[0, 0, 1, 1])
 
 
 def test_supports_only_calls_it_is_faster_for():
@@ -98,6 +131,10 @@ def test_supports_only_calls_it_is_faster_for():
     assert not winograd.supports(torch.zeros(2, 8, 8, 8), torch.zeros(32, 8, 3, 3))  # too few channels
     assert not winograd.supports(torch.zeros(2, 16, 8, 8), torch.zeros(32, 16, 5, 5))
     assert not winograd.supports(torch.zeros(16, 8, 8), weight)  # unbatched
+    assert winograd.supports(torch.zeros(2, 16, 48, 48), weight, stride=2)  # 24x24 outputs: whole 3x3 tiles
+    assert winograd.supports(torch.zeros(2, 16, 10, 10), weight, stride=2)  # 5x5: 25 of 36 tile pixels
+    assert not winograd.supports(torch.zeros(2, 16, 8, 8), weight, stride=2)  # 4x4: 16 of 36
+    assert not winograd.supports(torch.zeros(2, 16, 12, 12), weight, stride=3)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: torch's bfloat16 convolution
         assert not winograd.supports(torch.zeros(2, 16, 32, 32), weight)
         assert winograd.conv3x3(torch.ones(1, 16, 8, 8), torch.ones(16, 16, 3, 3)).dtype == torch.bfloat16

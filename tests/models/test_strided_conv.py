@@ -11,6 +11,7 @@ from torch import nn
 from helpers.models import build, seq
 from helpers.runs import compose_config
 from snnexp.models.strided_conv import Stride2Conv2d, convertible, use_im2col_backward
+from snnexp.models.winograd import WinogradConv2d
 from snnexp.train import build as build_run
 
 
@@ -51,9 +52,14 @@ def test_resnet_shortcuts_turn_and_compute_as_torch_up_to_rounding():
 
 
 def test_the_run_option_turns_them_on_and_off(tmp_path):
+    """VGGSNN's four 3x3 stride-2 layers take the im2col backward with ``winograd=false``; by default they are
+    Winograd's (stride 2), which turns them first."""
     counts = {}
-    for switch in ("true", "false"):
-        cfg = compose_config(["model=vggsnn", "data=digits", f"im2col_backward={switch}"], tmp_path / switch)
+    for overrides in (["winograd=false", "im2col_backward=true"], ["winograd=false", "im2col_backward=false"], []):
+        cfg = compose_config(["model=vggsnn", "data=digits", *overrides], tmp_path / str(len(counts)))
         _, module = build_run(cfg)
-        counts[switch] = sum(type(m) is Stride2Conv2d for m in module.model.modules())
-    assert counts == {"true": 4, "false": 0}
+        counts[" ".join(overrides) or "default"] = (sum(type(m) is Stride2Conv2d for m in module.model.modules()),
+                                                   sum(type(m) is WinogradConv2d and m.stride == (2, 2)
+                                                       for m in module.model.modules()))
+    assert counts == {"winograd=false im2col_backward=true": (4, 0), "winograd=false im2col_backward=false": (0, 0),
+                      "default": (0, 4)}

@@ -19,23 +19,25 @@ from snnexp.train import build as build_run
 needs_winograd = pytest.mark.skipif(not kernels.available(), reason="the Winograd transforms cannot be built here")
 
 
-def test_only_3x3_stride_1_padding_1_convolutions_turn():
+def test_only_3x3_stride_1_or_2_padding_1_convolutions_turn():
     model = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.Conv2d(16, 16, 3, 2, 1), nn.Conv2d(16, 16, 1),
                           nn.Conv2d(16, 16, 3, 1, 2, dilation=2), nn.Conv2d(16, 16, 3, 1, 1, groups=2),
-                          nn.Conv2d(16, 16, 3, 1, 1, padding_mode="circular"), nn.Conv2d(16, 32, 3, 1, 1, bias=False))
+                          nn.Conv2d(16, 16, 3, 1, 1, padding_mode="circular"), nn.Conv2d(16, 32, 3, 1, 1, bias=False),
+                          nn.Conv2d(16, 16, 3, 3, 1), nn.Conv2d(16, 16, 3, 2, 0))
     before = copy.deepcopy(model.state_dict())
-    assert use_winograd(model) == 2
-    assert [type(m) is WinogradConv2d for m in model] == [True, False, False, False, False, False, True]
+    assert use_winograd(model) == 3
+    assert [type(m) is WinogradConv2d for m in model] == [True, True, False, False, False, False, True, False, False]
     assert not convertible(model[0])  # already turned
     after = model.state_dict()
     assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
 
 
-def test_resnet19_turns_its_stride_1_convolutions():
+def test_resnet19_turns_its_3x3_convolutions():
     model = build("resnet19", (3, 32, 32))
     expected = sum(convertible(m) for m in model.modules())
     assert expected > 10 and use_winograd(model) == expected
-    assert all(m.stride == (2, 2) or m.kernel_size != (3, 3) for m in model.modules() if type(m) is nn.Conv2d)
+    assert sum(m.stride == (2, 2) for m in model.modules() if type(m) is WinogradConv2d) == 2  # stages 2 and 3
+    assert all(m.kernel_size == (1, 1) for m in model.modules() if type(m) is nn.Conv2d)  # the shortcuts stay
 
 
 @needs_winograd
