@@ -17,6 +17,9 @@
 #include <algorithm>
 #include <cstring>
 #include <utility>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <vector>
 
 namespace {
@@ -153,27 +156,33 @@ void check(const at::Tensor& t, int64_t dim, const char* name) {
                 "snnexp winograd: ", name, " must be a contiguous ", dim, "-d float32 CPU tensor");
 }
 
-// Copies n <= 16 floats in fixed-size pieces: a copy of variable length compiles to `rep movs` (a loop of
-// scalar moves is turned into one), which is slow for these short runs.
-inline void copy_floats(float* to, const float* from, int64_t n) {
-    if (n == 16) {
-        std::memcpy(to, from, 16 * sizeof(float));
-        return;
+// The first n <= 16 floats at `from` as one vector (the rest zero), and the first n lanes of `v` stored to `to`: in
+// registers, so that no vector is read back from memory that narrower stores wrote (a store-forwarding stall that
+// made the transposes below most of a transform's time). Masked moves on AVX-512; elsewhere lane by lane.
+inline Lanes load_lanes(const float* from, int64_t n) {
+#if defined(__AVX512F__)
+    return reinterpret_cast<Lanes>(_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), from));
+#else
+    Lanes v = {};
+    if (n == kBlock) {
+        std::memcpy(&v, from, sizeof(Lanes));
+        return v;
     }
-    int64_t done = 0;
-    for (int64_t piece : {8, 4, 2, 1}) {
-        if (!(n & piece)) continue;
-        if (piece == 8) std::memcpy(to + done, from + done, 8 * sizeof(float));
-        if (piece == 4) std::memcpy(to + done, from + done, 4 * sizeof(float));
-        if (piece == 2) std::memcpy(to + done, from + done, 2 * sizeof(float));
-        if (piece == 1) to[done] = from[done];
-        done += piece;
-    }
+    for (int64_t j = 0; j < n; ++j) v[j] = from[j];
+    return v;
+#endif
 }
 
-// Copies the first `count` channels of one pixel's lanes.
-inline void copy_lanes(void* to, const void* from, int64_t count) {
-    copy_floats(static_cast<float*>(to), static_cast<const float*>(from), count);
+inline void store_lanes(float* to, Lanes v, int64_t n) {
+#if defined(__AVX512F__)
+    _mm512_mask_storeu_ps(to, static_cast<__mmask16>((1u << n) - 1), reinterpret_cast<__m512>(v));
+#else
+    if (n == kBlock) {
+        std::memcpy(to, &v, sizeof(Lanes));
+        return;
+    }
+    for (int64_t j = 0; j < n; ++j) to[j] = v[j];
+#endif
 }
 
 // Writes block[tw][i * V + j] (its first cb channels) to out[A::position(i, j)][p0 + tw][c0, c0 + cb).
@@ -184,7 +193,7 @@ void scatter_block(const Lanes* block, int64_t nw, int64_t cb, float* out, int64
     for (int64_t tw = 0; tw < nw; ++tw)
         for (int64_t i = 0; i < V; ++i)
             for (int64_t j = 0; j < V; ++j)
-                copy_lanes(out + (A::position(i, j) * P + p0 + tw) * C + c0, block + (tw * V + i) * V + j, cb);
+                store_lanes(out + (A::position(i, j) * P + p0 + tw) * C + c0, block[(tw * V + i) * V + j], cb);
 }
 
 // Reads in[A::position(i, j)][p0 + tw][c0, c0 + cb) into block[tw][i * V + j] (its first cb channels).
@@ -195,7 +204,7 @@ void gather_block(const float* in, int64_t nw, int64_t cb, Lanes* block, int64_t
     for (int64_t tw = 0; tw < nw; ++tw)
         for (int64_t i = 0; i < V; ++i)
             for (int64_t j = 0; j < V; ++j)
-                copy_lanes(block + (tw * V + i) * V + j, in + (A::position(i, j) * P + p0 + tw) * C + c0, cb);
+                block[(tw * V + i) * V + j] = load_lanes(in + (A::position(i, j) * P + p0 + tw) * C + c0, cb);
 }
 
 // One stage of a 16x16 transpose held as 16 rows of lanes: swaps bit `Bit` of the row index with that of the column
@@ -224,8 +233,8 @@ inline void transpose(Lanes* rows) {
 // Pixels [0, n) (n <= 16) of `count` channel rows, channel cc's at planes[cc * plane] -> pixels[0, n), one lane
 // each (channels beyond `count` zero).
 inline void pixels_to_lanes(const float* planes, int64_t plane, int64_t count, int64_t n, Lanes* pixels) {
-    Lanes block[kBlock] = {};
-    for (int64_t cc = 0; cc < count; ++cc) copy_floats(reinterpret_cast<float*>(block + cc), planes + cc * plane, n);
+    Lanes block[kBlock];
+    for (int64_t cc = 0; cc < kBlock; ++cc) block[cc] = cc < count ? load_lanes(planes + cc * plane, n) : Lanes{};
     transpose(block);
     for (int64_t j = 0; j < n; ++j) pixels[j] = block[j];
 }
@@ -233,18 +242,14 @@ inline void pixels_to_lanes(const float* planes, int64_t plane, int64_t count, i
 // The inverse of pixels_to_lanes: lanes of pixels [0, n) -> channel rows (written, or added to with `accumulate`).
 inline void lanes_to_pixels(const Lanes* pixels, int64_t n, int64_t count, float* planes, int64_t plane,
                             bool accumulate) {
-    Lanes block[kBlock] = {};
-    for (int64_t j = 0; j < n; ++j) block[j] = pixels[j];
+    Lanes block[kBlock];
+    for (int64_t j = 0; j < kBlock; ++j) block[j] = j < n ? pixels[j] : Lanes{};
     transpose(block);
     for (int64_t cc = 0; cc < count; ++cc) {
         float* row = planes + cc * plane;
-        if (accumulate)
-            for (int64_t j = 0; j < n; ++j) row[j] += block[cc][j];
-        else
-            copy_floats(row, reinterpret_cast<const float*>(block + cc), n);
+        store_lanes(row, accumulate ? block[cc] + load_lanes(row, n) : block[cc], n);
     }
 }
-
 
 // Channels [c_first, c_first + C) of images [N, C_in, H, W] -> out [V * V, N * nh * nw, C] (written in place), for
 // each of the nh x nw tiles: its `Rows` rows from y = Step * th - Shift (zero outside the image, `Shift` zero
