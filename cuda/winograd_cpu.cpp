@@ -306,10 +306,14 @@ void input_transform(const at::Tensor& x, at::Tensor& V, int64_t stride) {
 }
 
 // M [kValues^2, N * nh * nw, K] -> channels [k_first, k_first + K) of out [N, K_out, Ho, Wo] (written in place):
-// A^T m A of every tile, cropped to the output.
-void output_transform(const at::Tensor& M, at::Tensor& out, int64_t k_first, int64_t stride) {
+// A^T m A of every tile, cropped to the output, plus bias[k_first + k] (an empty bias: none).
+void output_transform(const at::Tensor& M, at::Tensor& out, int64_t k_first, int64_t stride, const at::Tensor& bias) {
     check(M, 3, "M");
     check(out, 4, "out");
+    const bool has_bias = bias.numel() > 0;
+    if (has_bias) check(bias, 1, "bias");
+    TORCH_CHECK(!has_bias || bias.size(0) == out.size(1), "snnexp winograd: bias does not match out");
+    const float* bs = has_bias ? bias.data_ptr<float>() : nullptr;
     with_algorithm(stride, [&](auto algorithm) {
         using A = decltype(algorithm);
         constexpr int64_t V = A::kValues, R = A::kOut;
@@ -330,6 +334,10 @@ void output_transform(const at::Tensor& M, at::Tensor& out, int64_t k_first, int
                         for (int64_t i = 0; i < V; ++i)
                             A::at(block.data() + (tw * V + i) * V, 1, rows.data() + i * WT + R * tw, 1);
                     for (int64_t xx = 0; xx < WT; ++xx) A::at(rows.data() + xx, WT, y.data() + xx, WT);
+                    if (bs != nullptr) {
+                        const Lanes b = load_lanes(bs + k_first + k0, kb);
+                        for (Lanes& pixel : y) pixel += b;
+                    }
                     float* planes = os + (n * K_out + k_first + k0) * H * W;
                     for (int64_t b = 0; b < R && R * th + b < H; ++b)
                         for (int64_t x0 = 0; x0 < W; x0 += kBlock)
@@ -405,7 +413,7 @@ void grad_input_transform(const at::Tensor& dV, at::Tensor& dx, bool accumulate,
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("input_transform", &input_transform, "x [N,C,H,W] -> V [V*V,P,C] in place");
-    m.def("output_transform", &output_transform, "M [V*V,P,K] -> out[:, k_first:k_first+K] in place");
+    m.def("output_transform", &output_transform, "M [V*V,P,K] (+ bias) -> out[:, k_first:k_first+K] in place");
     m.def("grad_output_transform", &grad_output_transform,
           "grad_output[:, k_first:k_first+K] -> dM [V*V,P,K] in place");
     m.def("grad_input_transform", &grad_input_transform, "dV [V*V,P,C] -> grad_input [N,C,H,W] in place (or +=)");

@@ -54,6 +54,7 @@ class Algorithm:
     G: tuple[tuple[float, ...], ...]
     groups: tuple[tuple[int, int], ...]
     filters: tuple[tuple[int, int], ...]
+    tile_sum: int  # where the output gradient's transform keeps the sum of its tile (the bias gradient's share)
 
 
 def _stride2_filters() -> tuple[tuple[int, int], ...]:
@@ -66,10 +67,10 @@ def _stride2_filters() -> tuple[tuple[int, int], ...]:
 ALGORITHMS = {
     1: Algorithm(1, 4, 6, ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
                           (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),  # F(4x4, 3x3)
-                 groups=((36, 1),), filters=tuple((i, j) for i in range(6) for j in range(6))),
+                 groups=((36, 1),), filters=tuple((i, j) for i in range(6) for j in range(6)), tile_sum=6 * 1 + 1),
     # polyphase: (w0, w2) by F(3, 2) with points 0, 1, -1, infinity, then w1 three times (the direct middle tap)
     2: Algorithm(2, 3, 7, ((1, 0, 0), (1 / 2, 0, 1 / 2), (1 / 2, 0, -1 / 2), (0, 0, 1), (0, 1, 0), (0, 1, 0), (0, 1, 0)),
-                 groups=((16, 1), (4, 3), (4, 3), (1, 9)), filters=_stride2_filters()),
+                 groups=((16, 1), (4, 3), (4, 3), (1, 9)), filters=_stride2_filters(), tile_sum=4 * 1 + 1),
 }
 
 
@@ -119,17 +120,16 @@ def _filter_matrix(dtype: torch.dtype, stride: int = 1) -> torch.Tensor:
 
 
 def filter_transform(weight: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    """``[K, C, 3, 3] -> [filters, C, K]``: the algorithm's distinct entries of ``G g G^T`` for every filter."""
+    """``[K, C, 3, 3] -> [filters, K, C]``: the algorithm's distinct entries of ``G g G^T`` for every filter, one
+    product with the weight as it lies (``[K C, 9]``, transposed in the product: no copy)."""
     K, C = weight.shape[:2]
-    matrix = _filter_matrix(weight.dtype, stride)
-    return torch.mm(matrix, weight.permute(2, 3, 1, 0).reshape(9, C * K)).view(-1, C, K)
+    return torch.mm(_filter_matrix(weight.dtype, stride), weight.reshape(K * C, 9).t()).view(-1, K, C)
 
 
 def filter_gradient(grad_u: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    """The adjoint of :func:`filter_transform`: ``[filters, C, K] -> [K, C, 3, 3]``."""
-    filters, C, K = grad_u.shape
-    grad = torch.mm(_filter_matrix(grad_u.dtype, stride).T, grad_u.reshape(filters, C * K))
-    return grad.view(3, 3, C, K).permute(3, 2, 0, 1)
+    """The adjoint of :func:`filter_transform`: ``[filters, K, C] -> [K, C, 3, 3]``."""
+    filters, K, C = grad_u.shape
+    return torch.mm(grad_u.reshape(filters, K * C).t(), _filter_matrix(grad_u.dtype, stride)).view(K, C, 3, 3)
 
 
 def _groups(algorithm: Algorithm, *tiles: torch.Tensor):
@@ -187,6 +187,7 @@ class Winograd3x3(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride=1):
         x, ext, algorithm = x.contiguous(), extension(), ALGORITHMS[stride]
+        no_bias = x.new_empty(0)
         N, C, H, W = x.shape
         K = weight.shape[0]
         blocks = _output_blocks(C, K, len(algorithm.filters))
@@ -198,10 +199,8 @@ class Winograd3x3(torch.autograd.Function):
                 v, m = work.tiles(0, n1 - n0, C), work.tiles(1, n1 - n0, k1 - k0)
                 ext.input_transform(x[n0:n1], v, stride)
                 for f, v_group, m_group in _groups(algorithm, v, m):
-                    torch.bmm(v_group, u[f], out=m_group)
-                ext.output_transform(m, out[n0:n1], k0, stride)
-        if bias is not None:
-            out += bias.view(1, K, 1, 1)
+                    torch.bmm(v_group, u[f].transpose(1, 2), out=m_group)
+                ext.output_transform(m, out[n0:n1], k0, stride, no_bias if bias is None else bias.detach())
         ctx.save_for_backward(x, weight)
         ctx.has_bias, ctx.stride = bias is not None, stride
         return out
@@ -218,24 +217,26 @@ class Winograd3x3(torch.autograd.Function):
         blocks = _output_blocks(C, K, len(algorithm.filters))
         grad_x = cpu.cached_empty(x.shape) if need_x else None
         grad_w = torch.empty_like(weight) if need_w else None
+        grad_b = weight.new_zeros(K) if need_b and ctx.has_bias else None
         work = _Workspace(x, algorithm, C, blocks[0][1])
         for k0, k1 in blocks:
-            u_t = filter_transform(weight[k0:k1], stride).transpose(1, 2) if need_x else None
-            grad_u = x.new_zeros(len(algorithm.filters), C, k1 - k0) if need_w else None
+            u = filter_transform(weight[k0:k1], stride) if need_x else None
+            grad_u = x.new_zeros(len(algorithm.filters), k1 - k0, C) if need_w else None
             for n0, n1 in work.chunks(N):
                 v, dm = work.tiles(0, n1 - n0, C), work.tiles(1, n1 - n0, k1 - k0)
                 ext.grad_output_transform(grad_out[n0:n1], dm, k0, stride)
+                if grad_b is not None:  # each tile's sum of dy is one of its transformed values
+                    grad_b[k0:k1] += dm[algorithm.tile_sum].sum(0)
                 if need_x:
                     for f, dm_group, v_group in _groups(algorithm, dm, v):
-                        torch.bmm(dm_group, u_t[f], out=v_group)
+                        torch.bmm(dm_group, u[f], out=v_group)
                     ext.grad_input_transform(v, grad_x[n0:n1], k0 > 0, stride)
                 if need_w:
                     ext.input_transform(x[n0:n1], v, stride)
                     for f, v_group, dm_group in _groups(algorithm, v, dm):
-                        grad_u[f].baddbmm_(v_group.transpose(1, 2), dm_group)
+                        grad_u[f].baddbmm_(dm_group.transpose(1, 2), v_group)
             if need_w:
                 grad_w[k0:k1] = filter_gradient(grad_u, stride)
-        grad_b = grad_out.sum((0, 2, 3)) if need_b and ctx.has_bias else None
         return grad_x, grad_w, grad_b, None
 
 

@@ -103,8 +103,8 @@ def test_only_the_input_gradient_when_the_weight_is_frozen():
 def test_filter_transform_and_its_gradient_are_adjoint(stride, filters):
     """<G g G^T, u> == <g, G^T u G>: the weight gradient is the filter transform's adjoint (stride 2 keeps the 25
     distinct entries of its 49)."""
-    g, u = torch.randn(5, 7, 3, 3, dtype=torch.float64), torch.randn(filters, 7, 5, dtype=torch.float64)
-    assert winograd.filter_transform(g, stride).shape == (filters, 7, 5)
+    g, u = torch.randn(5, 7, 3, 3, dtype=torch.float64), torch.randn(filters, 5, 7, dtype=torch.float64)
+    assert winograd.filter_transform(g, stride).shape == (filters, 5, 7)
     assert torch.allclose((winograd.filter_transform(g, stride) * u).sum(),
                           (g * winograd.filter_gradient(u, stride)).sum())
 
