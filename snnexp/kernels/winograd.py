@@ -38,6 +38,10 @@ MIN_CHANNELS = 16  # below this, the matrix products are too thin to beat the di
 # tap against the direct 9. 6x6 images (36 of 64) are 1.7x faster than oneDNN (512 channels, T*B = 160); 5x5 (25 of
 # 64) would be slower. Stride 2's 3x3 tiles: 4x4 outputs (16 of 36) go to torch.
 MIN_TILE_USE = 0.5
+# Below this many input channels a stride-2 forward is torch's (oneDNN) and only its backward Winograd's: the products
+# it saves (81 - 49 per tile and channel pair) are then worth less than the transforms' traffic (VGGSNN's conv2, 64
+# channels: 94 ms against oneDNN's 58; from 256 channels Winograd is ahead). The backward is ahead at 64 channels too.
+MIN_STRIDE2_FORWARD_CHANNELS = 128
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,14 +185,18 @@ class _Workspace:
 
 
 class Winograd3x3(torch.autograd.Function):
-    """``conv2d(x, weight, bias, stride, padding=1)`` for stride 1 or 2 (the :data:`ALGORITHMS`); once
-    differentiable."""
+    """``conv2d(x, weight, bias, stride, padding=1)`` for stride 1 or 2 (the :data:`ALGORITHMS`; a stride-2 forward
+    with fewer than :data:`MIN_STRIDE2_FORWARD_CHANNELS` input channels by torch); once differentiable."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride=1):
         x, ext, algorithm = x.contiguous(), extension(), ALGORITHMS[stride]
-        no_bias = x.new_empty(0)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias, ctx.stride = bias is not None, stride
         N, C, H, W = x.shape
+        if stride == 2 and C < MIN_STRIDE2_FORWARD_CHANNELS:
+            return F.conv2d(x, weight, bias, 2, 1)
+        no_bias = x.new_empty(0)
         K = weight.shape[0]
         blocks = _output_blocks(C, K, len(algorithm.filters))
         out = cpu.cached_empty((N, K, output_size(H, stride), output_size(W, stride)))  # last step's pages
@@ -201,8 +209,6 @@ class Winograd3x3(torch.autograd.Function):
                 for f, v_group, m_group in _groups(algorithm, v, m):
                     torch.bmm(v_group, u[f].transpose(1, 2), out=m_group)
                 ext.output_transform(m, out[n0:n1], k0, stride, no_bias if bias is None else bias.detach())
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias, ctx.stride = bias is not None, stride
         return out
 
     @staticmethod

@@ -64,10 +64,22 @@ def test_forward_and_gradients_equal_float64_conv2d(shape):
     (2, 20, 18, 7, 35),     # 4x18 outputs, rows of 16 + 16 + 3 input pixels
     (2, 64, 32, 48, 48),    # VGGSNN's conv2 shape (48 -> 24)
 ])
-def test_stride_2_forward_and_gradients_equal_float64_conv2d(shape):
-    """The polyphase F(3x3, 2x2)'s constants are 1 and 1/2: about the direct convolution's rounding."""
-    for ours, reference in _against_float64(*shape, stride=2):
+@pytest.mark.parametrize("winograd_forward_from", [0, winograd.MIN_STRIDE2_FORWARD_CHANNELS])
+def test_stride_2_forward_and_gradients_equal_float64_conv2d(shape, winograd_forward_from, monkeypatch):
+    """The polyphase F(3x3, 2x2)'s constants are 1 and 1/2: about the direct convolution's rounding. Its forward at
+    every channel count, and as runs use it (torch's forward below MIN_STRIDE2_FORWARD_CHANNELS, equal to conv2d's
+    float32 output)."""
+    monkeypatch.setattr(winograd, "MIN_STRIDE2_FORWARD_CHANNELS", winograd_forward_from)
+    pairs = _against_float64(*shape, stride=2)
+    for ours, reference in pairs:
         assert _relative_error(ours, reference) < 2e-6
+    N, C, K, H, W = shape
+    if C < winograd_forward_from:
+        generator = torch.Generator().manual_seed(0)  # _against_float64's x and weight
+        x = (torch.rand(N, C, H, W, generator=generator) < 0.2).float()
+        weight = torch.randn(K, C, 3, 3, generator=generator) * (2 / (9 * C)) ** 0.5
+        bias = torch.randn(K, generator=generator)
+        assert torch.equal(pairs[0][0], F.conv2d(x, weight, bias, 2, 1))
 
 
 @needs_winograd
