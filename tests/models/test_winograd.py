@@ -78,3 +78,25 @@ def test_a_training_step_of_spiking_resnet19_matches_torch_convolutions(tmp_path
     for name, grad in reference_grads.items():
         scale = grad.abs().max().item()
         assert (grads[name] - grad).abs().max().item() <= 1e-4 * scale + 1e-9, name
+
+
+@needs_winograd
+def test_a_vggsnn_step_through_its_stride_2_layers_matches_torch_convolutions():
+    """VGGSNN at 24x24: stride-2 layers 24 -> 12 (64 channels: torch's forward, Winograd's backward), 12 -> 6 and
+    6 -> 3 (Winograd both ways; 3 -> 2 stays torch's) between Winograd stride-1 layers, against torch's convolutions
+    on the same weights: loss and every gradient within float32 rounding (no spike of this seed flips; the conv
+    biases, BN right after, have zero gradient up to rounding, about 1e-7)."""
+    torch.manual_seed(0)
+    model = build("vggsnn", (2, 24, 24))
+    turned = copy.deepcopy(model)
+    assert use_winograd(turned) == 8
+    x, y = seq(torch.rand(2, 2, 24, 24)), torch.tensor([1, 3])
+    losses, grads = [], []
+    for net in (turned, model):
+        loss = nn.functional.cross_entropy(net(x).logits.mean(0), y)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({name: p.grad for name, p in net.named_parameters()})
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)
+    for name, grad in grads[1].items():
+        assert (grads[0][name] - grad).abs().max().item() <= 1e-4 * grad.abs().max().item() + 5e-6, name
