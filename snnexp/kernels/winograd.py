@@ -34,10 +34,11 @@ CHUNK_BYTES = 16 << 20  # the transformed tiles of one chunk of images, per tens
 FILTER_BYTES = 32 << 20  # the transformed filters of one block of output channels (and their gradient): 25 of 512x512
 # (stride 2) in one block, 36 in two; 64 MiB took one block for those too, 2% faster, 2.5% more peak memory
 MIN_CHANNELS = 16  # below this, the matrix products are too thin to beat the direct convolution
-# The share of the output tiles' pixels inside the output. Stride 1: 2.25 / share multiplications per output and
-# tap against the direct 9. 6x6 images (36 of 64) are 1.7x faster than oneDNN (512 channels, T*B = 160); 5x5 (25 of
-# 64) would be slower. Stride 2's 3x3 tiles: 4x4 outputs (16 of 36) go to torch.
-MIN_TILE_USE = 0.5
+# The least share of the output tiles' pixels inside the output, per stride. Stride 1: 2.25 / share multiplications
+# per output and tap against the direct 9; 6x6 images (36 of 64) are 1.7x faster than oneDNN (512 channels, T*B =
+# 160), 5x5 (25 of 64) would be slower. Stride 2 only gains with whole tiles (outputs a multiple of 3, as VGGSNN's at
+# 48 px): at 16x16 outputs (0.79 of 18x18) it was 15% slower than the im2col backward, at 32x32 (0.94) 15% too.
+MIN_TILE_USE = {1: 0.5, 2: 0.95}
 # Below this many input channels a stride-2 forward is torch's (oneDNN) and only its backward Winograd's: the products
 # it saves (81 - 49 per tile and channel pair) are then worth less than the transforms' traffic (VGGSNN's conv2, 64
 # channels: 94 ms against oneDNN's 58; from 256 channels Winograd is ahead). The backward is ahead at 64 channels too.
@@ -100,8 +101,8 @@ def output_size(n: int, stride: int) -> int:
 
 def supports(x: torch.Tensor, weight: torch.Tensor, stride: int = 1) -> bool:
     """Whether :func:`conv3x3` runs this call faster than torch: float32 CPU tensors outside autocast, a batch of
-    2-d images whose output fills at least :data:`MIN_TILE_USE` of its tiles, a ``[K, C, 3, 3]`` filter with ``C``
-    and ``K`` at least :data:`MIN_CHANNELS`, stride 1 or 2."""
+    2-d images whose output fills at least the stride's :data:`MIN_TILE_USE` of its tiles, a ``[K, C, 3, 3]`` filter
+    with ``C`` and ``K`` at least :data:`MIN_CHANNELS`, stride 1 or 2."""
     if x.dim() != 4 or weight.dim() != 4 or x.numel() == 0 or stride not in ALGORITHMS:
         return False
     K, C = weight.shape[:2]
@@ -110,7 +111,7 @@ def supports(x: torch.Tensor, weight: torch.Tensor, stride: int = 1) -> bool:
     tile_use = Ho * Wo / (tile * tile * _ceil_div(Ho, tile) * _ceil_div(Wo, tile))
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and weight.shape[2:] == (3, 3) and x.shape[1] == C and min(C, K) >= MIN_CHANNELS
-            and tile_use >= MIN_TILE_USE and not torch.compiler.is_compiling() and not cpu.autocast_on())
+            and tile_use >= MIN_TILE_USE[stride] and not torch.compiler.is_compiling() and not cpu.autocast_on())
 
 
 @functools.cache

@@ -6,8 +6,8 @@ or a 1x1 kernel and no padding (no dilation or groups, zero padding) into a :cla
 with the same parameters and state dict. A 3x3 one keeps torch's forward and takes the im2col backward; a 1x1 one
 (a ResNet shortcut) runs both passes as products on its even pixels; each where
 :func:`snnexp.kernels.strided_conv.supports` says so (float32 CPU inputs, enough channels), torch's everywhere else.
-A run turns its 3x3 ones into Winograd's first (:mod:`snnexp.models.winograd`, ``winograd: true``), which is faster
-still; those left here are the ones of a run with ``winograd: false``.
+A run turns its 3x3 ones into Winograd's first (:mod:`snnexp.models.winograd`, ``winograd: true``), whose stride-2 calls
+without whole tiles take the same im2col backward; those left here are the 3x3 ones of a run with ``winograd: false``.
 """
 
 from __future__ import annotations

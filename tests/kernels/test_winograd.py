@@ -144,8 +144,8 @@ def test_supports_only_calls_it_is_faster_for():
     assert not winograd.supports(torch.zeros(2, 16, 8, 8), torch.zeros(32, 16, 5, 5))
     assert not winograd.supports(torch.zeros(16, 8, 8), weight)  # unbatched
     assert winograd.supports(torch.zeros(2, 16, 48, 48), weight, stride=2)  # 24x24 outputs: whole 3x3 tiles
-    assert winograd.supports(torch.zeros(2, 16, 10, 10), weight, stride=2)  # 5x5: 25 of 36 tile pixels
-    assert not winograd.supports(torch.zeros(2, 16, 8, 8), weight, stride=2)  # 4x4: 16 of 36
+    assert winograd.supports(torch.zeros(2, 16, 5, 6), weight, stride=2)  # 3x3 outputs
+    assert not winograd.supports(torch.zeros(2, 16, 32, 32), weight, stride=2)  # 16x16: 256 of 324 tile pixels
     assert not winograd.supports(torch.zeros(2, 16, 12, 12), weight, stride=3)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: torch's bfloat16 convolution
         assert not winograd.supports(torch.zeros(2, 16, 32, 32), weight)

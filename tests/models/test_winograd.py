@@ -100,3 +100,17 @@ def test_a_vggsnn_step_through_its_stride_2_layers_matches_torch_convolutions():
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)
     for name, grad in grads[1].items():
         assert (grads[0][name] - grad).abs().max().item() <= 1e-4 * grad.abs().max().item() + 5e-6, name
+
+
+@needs_winograd
+def test_a_stride_2_layer_without_whole_tiles_takes_the_im2col_backward():
+    """A 16x16 input (8x8 outputs, not whole 3x3 tiles): torch's forward, exactly, and the im2col backward."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(16, 32, 3, 2, 1)
+    turned = copy.deepcopy(layer)
+    use_winograd(turned)
+    x = (torch.rand(4, 16, 16, 16) < 0.2).float()
+    out = turned(x)
+    assert torch.equal(out, layer(x)) and type(out.grad_fn).__name__ == "Conv3x3Stride2Backward"
+    whole = turned(torch.rand(4, 16, 12, 12))  # 6x6 outputs: Winograd's
+    assert type(whole.grad_fn).__name__ == "Winograd3x3Backward"
