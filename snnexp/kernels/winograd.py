@@ -31,8 +31,10 @@ from snnexp.kernels import cpu, sources
 
 SOURCE = "winograd_cpu.cpp"
 CHUNK_BYTES = 16 << 20  # the transformed tiles of one chunk of images, per tensor (8 MiB: thinner, slower products)
-FILTER_BYTES = 32 << 20  # the transformed filters of one block of output channels (and their gradient): 25 of 512x512
-# (stride 2) in one block, 36 in two; 64 MiB took one block for those too, 2% faster, 2.5% more peak memory
+# The transformed filters of one block of output channels (and their gradient), per stride. A wide layer's input is
+# transformed again for each block: stride 1's 512x512 (36 MiB) goes in 4 blocks, 20 MiB less ResNet-19 peak (T=8)
+# than 2 blocks for about 1% of a VGGSNN step; stride 2's 25 filters of 512x512 (VGGSNN's) take one.
+FILTER_BYTES = {1: 12 << 20, 2: 28 << 20}
 MIN_CHANNELS = 16  # below this, the matrix products are too thin to beat the direct convolution
 # The least share of the output tiles' pixels inside the output, per stride. Stride 1: 2.25 / share multiplications
 # per output and tap against the direct 9; 6x6 images (36 of 64) are 1.7x faster than oneDNN (512 channels, T*B =
@@ -152,11 +154,11 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _output_blocks(C: int, K: int, values: int = 36) -> list[tuple[int, int]]:
-    """Output channel ranges whose ``values`` transformed filters take at most about :data:`FILTER_BYTES` each (a
+def _output_blocks(C: int, K: int, stride: int = 1) -> list[tuple[int, int]]:
+    """Output channel ranges whose transformed filters take at most about the stride's :data:`FILTER_BYTES` each (a
     multiple of 16 channels), so that a wide layer's transient memory stays bounded (its inputs are transformed
     again for each block)."""
-    blocks = _ceil_div(values * C * K * 4, FILTER_BYTES)
+    blocks = _ceil_div(len(ALGORITHMS[stride].filters) * C * K * 4, FILTER_BYTES[stride])
     width = 16 * _ceil_div(_ceil_div(K, blocks), 16) if blocks > 1 else K
     return [(k0, min(K, k0 + width)) for k0 in range(0, K, width)]
 
@@ -199,7 +201,7 @@ class Winograd3x3(torch.autograd.Function):
             return F.conv2d(x, weight, bias, 2, 1)
         no_bias = x.new_empty(0)
         K = weight.shape[0]
-        blocks = _output_blocks(C, K, len(algorithm.filters))
+        blocks = _output_blocks(C, K, stride)
         out = cpu.cached_empty((N, K, output_size(H, stride), output_size(W, stride)))  # last step's pages
         work = _Workspace(x, algorithm, C, blocks[0][1])
         for k0, k1 in blocks:  # inputs transformed once per block of outputs (one block unless very wide)
@@ -221,7 +223,7 @@ class Winograd3x3(torch.autograd.Function):
         N, C = x.shape[:2]
         K = weight.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        blocks = _output_blocks(C, K, len(algorithm.filters))
+        blocks = _output_blocks(C, K, stride)
         grad_x = cpu.cached_empty(x.shape) if need_x else None
         grad_w = torch.empty_like(weight) if need_w else None
         grad_b = weight.new_zeros(K) if need_b and ctx.has_bias else None

@@ -95,8 +95,10 @@ def test_chunks_of_images_and_blocks_of_output_channels(monkeypatch):
     """Small chunk and filter budgets: 3 images per chunk (the last one short) and output channels in blocks of
     16, the input gradient added block by block; the result is the one-piece computation's."""
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 36 * 4 * 48 * 4 * 3)  # tiles of 3 images of 48 channels
-    monkeypatch.setattr(winograd, "FILTER_BYTES", 36 * 48 * 16 * 4)
+    monkeypatch.setattr(winograd, "FILTER_BYTES", {1: 36 * 48 * 16 * 4, 2: 25 * 48 * 16 * 4})
+    monkeypatch.setattr(winograd, "MIN_STRIDE2_FORWARD_CHANNELS", 0)  # stride 2's forward by Winograd too
     assert winograd._output_blocks(48, 40) == [(0, 16), (16, 32), (32, 40)]
+    assert winograd._output_blocks(48, 40, stride=2) == [(0, 16), (16, 32), (32, 40)]
     for stride in (1, 2):
         for ours, reference in _against_float64(7, 48, 40, 8, 8, stride=stride):
             assert _relative_error(ours, reference) < TOLERANCE
