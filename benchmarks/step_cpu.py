@@ -16,9 +16,10 @@ Entries:
   the model, its BN warm-start hooks, the ``SNNModule`` that encodes); the step is ``module(x)`` and the method's
   loss (the default method, ``sdt``: cross-entropy of the logits averaged over T), inside
   ``module.spike_packing.saving()`` as ``training_step`` runs it (``pack_spikes`` and ``recompute_bn`` on, the
-  defaults). The neuron is snnexp's default CPU path (``backend=auto``: the fused C++ extension); the 3x3 stride-1
-  convolutions run by Winograd's F(4x4, 3x3) (``winograd: true``, the default; ``snnexp.kernels.winograd``), and
-  the stride-2 ones by im2col matrix products (the backward of 3x3 ones, both passes of 1x1 ones;
+  defaults). The neuron is snnexp's default CPU path (``backend=auto``: the fused C++ extension); the 3x3
+  convolutions run by Winograd (``winograd: true``, the default; ``snnexp.kernels.winograd``): F(4x4, 3x3) for
+  stride 1, the polyphase F(3x3, 2x2) for stride 2 where the output is whole 3x3 tiles (VGGSNN's); the other
+  stride-2 ones by im2col matrix products (the backward of ResNet-19's 3x3 ones, both passes of its 1x1 shortcuts;
   ``im2col_backward: true``, the default; ``snnexp.kernels.strided_conv``).
 * ``snnexp (torch convolutions)``: the same with ``winograd=false im2col_backward=false``: every convolution by
   torch (oneDNN), as in SpikingJelly.
