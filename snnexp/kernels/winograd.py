@@ -32,7 +32,7 @@ from snnexp.kernels import cpu, sources
 SOURCE = "winograd_cpu.cpp"
 CHUNK_BYTES = 16 << 20  # the transformed tiles of one chunk of images, per tensor (8 MiB: thinner, slower products)
 # The transformed filters of one block of output channels (and their gradient), per stride. A wide layer's input is
-# transformed again for each block: stride 1's 512x512 (36 MiB) goes in 4 blocks, 20 MiB less ResNet-19 peak (T=8)
+# transformed again for each block: stride 1's 512x512 (36 MiB) goes in 3 blocks, 17 MiB less ResNet-19 peak (T=8)
 # than 2 blocks for about 1% of a VGGSNN step; stride 2's 25 filters of 512x512 (VGGSNN's) take one.
 FILTER_BYTES = {1: 12 << 20, 2: 28 << 20}
 MIN_CHANNELS = 16  # below this, the matrix products are too thin to beat the direct convolution
@@ -199,7 +199,7 @@ class Winograd3x3(torch.autograd.Function):
         N, C, H, W = x.shape
         if stride == 2 and C < MIN_STRIDE2_FORWARD_CHANNELS:
             return F.conv2d(x, weight, bias, 2, 1)
-        no_bias = x.new_empty(0)
+        bias_values = x.new_empty(0) if bias is None else bias.detach().contiguous()  # empty: no bias
         K = weight.shape[0]
         blocks = _output_blocks(C, K, stride)
         out = cpu.cached_empty((N, K, output_size(H, stride), output_size(W, stride)))  # last step's pages
@@ -211,7 +211,7 @@ class Winograd3x3(torch.autograd.Function):
                 ext.input_transform(x[n0:n1], v, stride)
                 for f, v_group, m_group in _groups(algorithm, v, m):
                     torch.bmm(v_group, u[f].transpose(1, 2), out=m_group)
-                ext.output_transform(m, out[n0:n1], k0, stride, no_bias if bias is None else bias.detach())
+                ext.output_transform(m, out[n0:n1], k0, stride, bias_values)
         return out
 
     @staticmethod
