@@ -1,16 +1,16 @@
 // The tile transforms of Winograd convolutions (3x3 filters, padding 1) on the CPU, built by
 // snnexp/kernels/winograd.py, which does the rest: the filter transforms and the matrix products (MKL, torch.bmm).
 // Stride 1 by F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016); stride 2
-// by a polyphase F(3x3, 2x2) (the even taps of each dimension by F(3, 2), the middle one directly). Float32, NCHW
-// contiguous.
+// by a polyphase F(3x3, 2x2) (the outer taps w0, w2 of each dimension by F(3, 2), the middle one directly). Float32,
+// NCHW contiguous.
 //
 // An input patch d (kPatch x kPatch, kStep apart), a 3x3 filter g and an output tile y (kOut x kOut) are related by
 // y = A^T [(G g G^T) . (B^T d B)] A. Tiles are indexed p = (n * nh + th) * nw + tw, with nh = ceil(Ho / kOut) and
 // nw = ceil(Wo / kOut) for an Ho x Wo output; a transformed tensor is [kValues^2, P, channels], value (i, j) of tile
 // p at entry (position(i, j), p, c), so that each product is one [P, C] x [C, K] matrix product (or, for values that
-// share a filter, one [3P, C] x [C, K]). The four transforms below are
-// the forward's (input: B^T d B; output: A^T m A) and their adjoints for the backward (output gradient: A dy A^T;
-// input gradient: B dv B^T, overlap-added into the image). Each takes the stride and runs that algorithm.
+// share a filter, one [3P, C] x [C, K]). The four transforms below are the forward's (input: B^T d B; output:
+// A^T m A) and their adjoints for the backward (output gradient: A dy A^T; input gradient: B dv B^T, overlap-added
+// into the image). Each takes the stride and runs that algorithm.
 #include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>
