@@ -7,8 +7,9 @@ Shapes: VGGSNN's seven 3x3 convolutions after the encoding layer at T*B = 160 (T
 stride-2 ones and one stride-1 one per stage at T*B = 64 (T=4, B=16, 32x32). Inputs are spikes (20% ones), the
 output gradient Gaussian; weight and bias require gradients, as in training. Entries:
 
-* ``snnexp``: :func:`snnexp.kernels.winograd.conv3x3` (F(4x4, 3x3) for stride 1; the polyphase F(3x3, 2x2) for
-  stride 2, whose forward is torch's below 128 input channels).
+* ``snnexp``: :func:`snnexp.kernels.winograd.conv3x3`, what ``WinogradConv2d`` runs (F(4x4, 3x3) for stride 1; the
+  polyphase F(3x3, 2x2) for stride 2 where the output is whole 3x3 tiles, its forward torch's below 128 input
+  channels; the im2col backward for the other stride-2 calls).
 * ``im2col backward``: stride 2 only, :func:`snnexp.kernels.strided_conv.conv3x3_stride2` (torch's forward, the
   backward as im2col products), what a run with ``winograd=false`` uses.
 * ``torch``: ``F.conv2d`` (oneDNN), as in SpikingJelly.

@@ -151,6 +151,10 @@ void with_algorithm(int64_t stride, Body body) {
 // The output size of a 3x3 convolution with padding 1 over n pixels.
 inline int64_t output_size(int64_t n, int64_t stride) { return (n - 1) / stride + 1; }
 
+// The tiles of algorithm A along a dimension of `outputs` output pixels.
+template <class A>
+inline int64_t tile_count(int64_t outputs) { return (outputs + A::kOut - 1) / A::kOut; }
+
 void check(const at::Tensor& t, int64_t dim, const char* name) {
     TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == dim,
                 "snnexp winograd: ", name, " must be a contiguous ", dim, "-d float32 CPU tensor");
@@ -299,8 +303,8 @@ void input_transform(const at::Tensor& x, at::Tensor& V, int64_t stride) {
     TORCH_CHECK(V.size(2) == x.size(1), "snnexp winograd: V does not match x");
     with_algorithm(stride, [&](auto algorithm) {
         using A = decltype(algorithm);
-        const int64_t nh = (output_size(x.size(2), stride) + A::kOut - 1) / A::kOut;
-        const int64_t nw = (output_size(x.size(3), stride) + A::kOut - 1) / A::kOut;
+        const int64_t nh = tile_count<A>(output_size(x.size(2), stride));
+        const int64_t nw = tile_count<A>(output_size(x.size(3), stride));
         image_to_tiles<A, A::kPatch, A::kStep, 1, A::bt>(x, V, 0, nh, nw);
     });
 }
@@ -318,7 +322,7 @@ void output_transform(const at::Tensor& M, at::Tensor& out, int64_t k_first, int
         using A = decltype(algorithm);
         constexpr int64_t V = A::kValues, R = A::kOut;
         const int64_t N = out.size(0), K = M.size(2), K_out = out.size(1), H = out.size(2), W = out.size(3);
-        const int64_t nh = (H + R - 1) / R, nw = (W + R - 1) / R, P = N * nh * nw, WT = R * nw;
+        const int64_t nh = tile_count<A>(H), nw = tile_count<A>(W), P = N * nh * nw, WT = R * nw;
         TORCH_CHECK(M.size(0) == V * V && M.size(1) == P && k_first >= 0 && k_first + K <= K_out,
                     "snnexp winograd: M does not match out");
         const float* ms = M.data_ptr<float>();
@@ -356,7 +360,7 @@ void grad_output_transform(const at::Tensor& dy, at::Tensor& dM, int64_t k_first
     check(dM, 3, "dM");
     with_algorithm(stride, [&](auto algorithm) {
         using A = decltype(algorithm);
-        const int64_t nh = (dy.size(2) + A::kOut - 1) / A::kOut, nw = (dy.size(3) + A::kOut - 1) / A::kOut;
+        const int64_t nh = tile_count<A>(dy.size(2)), nw = tile_count<A>(dy.size(3));
         image_to_tiles<A, A::kOut, A::kOut, 0, A::a>(dy, dM, k_first, nh, nw);
     });
 }
@@ -371,8 +375,7 @@ void grad_input_transform(const at::Tensor& dV, at::Tensor& dx, bool accumulate,
         using A = decltype(algorithm);
         constexpr int64_t V = A::kValues, S = A::kStep, D = A::kPatch;
         const int64_t N = dx.size(0), C = dx.size(1), H = dx.size(2), W = dx.size(3);
-        const int64_t nh = (output_size(H, stride) + A::kOut - 1) / A::kOut;
-        const int64_t nw = (output_size(W, stride) + A::kOut - 1) / A::kOut;
+        const int64_t nh = tile_count<A>(output_size(H, stride)), nw = tile_count<A>(output_size(W, stride));
         const int64_t P = N * nh * nw, WP = S * nw + D - S, HP = S * nh + D - S;
         TORCH_CHECK(dV.size(0) == V * V && dV.size(1) == P && dV.size(2) == C,
                     "snnexp winograd: dV does not match dx");

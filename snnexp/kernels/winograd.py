@@ -27,7 +27,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from snnexp.kernels import cpu, sources
+from snnexp.kernels import cpu, sources, strided_conv
 
 SOURCE = "winograd_cpu.cpp"
 CHUNK_BYTES = 16 << 20  # the transformed tiles of one chunk of images, per tensor (8 MiB: thinner, slower products)
@@ -250,7 +250,11 @@ class Winograd3x3(torch.autograd.Function):
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1) -> torch.Tensor:
-    """``F.conv2d(x, weight, bias, stride, 1)``, by Winograd where :func:`supports` and :func:`available` say so."""
+    """``F.conv2d(x, weight, bias, stride, 1)``, by Winograd where :func:`supports` and :func:`available` say so;
+    elsewhere torch's, and for stride 2 the im2col backward (:func:`snnexp.kernels.strided_conv.conv3x3_stride2`,
+    faster than torch's where it applies)."""
     if supports(x, weight, stride) and available():
         return Winograd3x3.apply(x, weight, bias, stride)
+    if stride == 2:
+        return strided_conv.conv3x3_stride2(x, weight, bias)
     return F.conv2d(x, weight, bias, stride, 1)

@@ -12,20 +12,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snnexp.kernels import strided_conv, winograd
+from snnexp.kernels import winograd
 from snnexp.models.layers import retype
 
 
 class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (3x3, stride 1 or 2, padding 1) that convolves float32 CPU batches by Winograd; a stride-2
-    call that Winograd does not take (its output not whole 3x3 tiles, ...) takes the im2col backward
-    (:func:`snnexp.kernels.strided_conv.conv3x3_stride2`), which is faster than torch's there."""
+    call that Winograd does not take (its output not whole 3x3 tiles, ...) takes the im2col backward."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stride = self.stride[0]
-        if stride == 2 and not winograd.supports(x, self.weight, stride):
-            return strided_conv.conv3x3_stride2(x, self.weight, self.bias)  # torch's where that does not apply
-        return winograd.conv3x3(x, self.weight, self.bias, stride)  # torch's where Winograd does not apply
+        return winograd.conv3x3(x, self.weight, self.bias, self.stride[0])  # see there for where Winograd applies
 
 
 def convertible(module: nn.Module) -> bool:
